@@ -209,7 +209,9 @@ mod tests {
         assert_eq!(a.check(Some(b"Basic x"), 0.0).unwrap_err(), 1002);
         assert_eq!(a.check(Some(b"Bearer abc"), 0.0).unwrap_err(), 1002);
         assert!(a.check(Some(b"Bearer the-key"), 0.0).is_ok());
-        let bad = format!("Bearer {}x", &TOKEN[..TOKEN.len() - 1]);
+        let i = TOKEN.len() - 10;
+        let flipped = if &TOKEN[i..i + 1] == "A" { "B" } else { "A" };
+        let bad = format!("Bearer {}{}{}", &TOKEN[..i], flipped, &TOKEN[i + 1..]);
         assert_eq!(a.check(Some(bad.as_bytes()), 1764000000.0).unwrap_err(), 1000);
     }
 }

@@ -337,7 +337,7 @@ pub(crate) fn action(spec: &FaultSpec) -> FaultAction {
             );
             let half = bytes::Bytes::from(full.as_bytes()[..full.len() / 2].to_vec());
             let mut r = http::raw(status_or(spec, StatusCode::OK), Some("application/json"), &b""[..]);
-            *r.body_mut() = MockBody::Truncated(Some(half));
+            *r.body_mut() = MockBody::Truncated(Some(half), None);
             http::set_content_length(&mut r, full.len());
             r
         }

@@ -1,6 +1,7 @@
 //! HTTP plumbing: the response body type (including a deliberately truncated body), the Kling
 //! JSON envelope and small response builders.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -15,9 +16,9 @@ use rand::Rng;
 pub(crate) enum MockBody {
     /// A complete body.
     Full(Option<Bytes>),
-    /// Sends `part`, then fails so that the connection is aborted before the advertised
-    /// Content-Length is reached.
-    Truncated(Option<Bytes>),
+    /// Sends `part`, waits briefly (so that hyper flushes the head and the part), then fails
+    /// so that the connection is aborted before the advertised Content-Length is reached.
+    Truncated(Option<Bytes>, Option<Pin<Box<tokio::time::Sleep>>>),
 }
 
 impl MockBody {
@@ -47,14 +48,22 @@ impl Body for MockBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Truncated>>> {
         match &mut *self {
             MockBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            MockBody::Truncated(b) => match b.take() {
-                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                None => Poll::Ready(Some(Err(Truncated))),
-            },
+            MockBody::Truncated(b, pause) => {
+                if let Some(b) = b.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                let sleep = pause.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep(std::time::Duration::from_millis(50)))
+                });
+                match sleep.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Truncated))),
+                }
+            }
         }
     }
 
@@ -66,7 +75,7 @@ impl Body for MockBody {
         match self {
             MockBody::Full(None) => SizeHint::with_exact(0),
             MockBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            MockBody::Truncated(_) => SizeHint::default(),
+            MockBody::Truncated(..) => SizeHint::default(),
         }
     }
 }
