@@ -45,7 +45,10 @@ pub(crate) struct Shared {
 
 /// Real wall clock in Unix milliseconds.
 pub(crate) fn wall_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Shared {
@@ -55,9 +58,16 @@ impl Shared {
             .accounts
             .first()
             .and_then(|a| auth.account_identity(&a.access_key))
-            .or_else(|| config.api_keys.first().and_then(|k| auth.api_key_identity(k)));
-        let initial =
-            Runtime { timing: config.timing, concurrency_limit: config.concurrency_limit };
+            .or_else(|| {
+                config
+                    .api_keys
+                    .first()
+                    .and_then(|k| auth.api_key_identity(k))
+            });
+        let initial = Runtime {
+            timing: config.timing,
+            concurrency_limit: config.concurrency_limit,
+        };
         let faults = Faults::new(config.seed);
         for f in &config.faults {
             faults.add(f.clone());

@@ -12,7 +12,11 @@ use crate::server::MockServer;
 /// and no API key is configured anywhere, the documented test account
 /// (`klingwatch-test-ak` / `klingwatch-test-sk`) and API key (`klingwatch-test-api-key`) apply.
 #[derive(Debug, Clone, Default, clap::Parser)]
-#[command(name = "klingwatch-mock", version, about = "A faithful emulator of the Kling AI HTTP API")]
+#[command(
+    name = "klingwatch-mock",
+    version,
+    about = "A faithful emulator of the Kling AI HTTP API"
+)]
 pub struct MockArgs {
     /// Interface to bind [default: 127.0.0.1]
     #[arg(long)]
@@ -30,10 +34,20 @@ pub struct MockArgs {
     #[arg(long = "access-key", value_name = "AK", env = "KLING_MOCK_ACCESS_KEY")]
     pub access_key: Vec<String>,
     /// SecretKey of an account (repeatable; in the same order as --access-key)
-    #[arg(long = "secret-key", value_name = "SK", env = "KLING_MOCK_SECRET_KEY", hide_env_values = true)]
+    #[arg(
+        long = "secret-key",
+        value_name = "SK",
+        env = "KLING_MOCK_SECRET_KEY",
+        hide_env_values = true
+    )]
     pub secret_key: Vec<String>,
     /// An accepted API key (repeatable)
-    #[arg(long = "api-key", value_name = "KEY", env = "KLING_MOCK_API_KEY", hide_env_values = true)]
+    #[arg(
+        long = "api-key",
+        value_name = "KEY",
+        env = "KLING_MOCK_API_KEY",
+        hide_env_values = true
+    )]
     pub api_key: Vec<String>,
     /// JSON configuration file (fields: host, port, tls, ca_pem_path, accounts
     /// [{access_key, secret_key}], api_keys, processing_after_ms, finish_after_ms, time_scale,
@@ -87,7 +101,10 @@ impl MockArgs {
         }
         let mut accounts = file.accounts.unwrap_or_default();
         accounts.extend(
-            self.access_key.into_iter().zip(self.secret_key).map(|(a, s)| Account::new(a, s)),
+            self.access_key
+                .into_iter()
+                .zip(self.secret_key)
+                .map(|(a, s)| Account::new(a, s)),
         );
         let mut api_keys = file.api_keys.unwrap_or_default();
         api_keys.extend(self.api_key);

@@ -48,7 +48,10 @@ impl Authenticator {
         let accounts = accounts
             .iter()
             .map(|a| {
-                (a.access_key.clone(), (a.secret_key.as_bytes().to_vec(), ak_identity(&a.access_key)))
+                (
+                    a.access_key.clone(),
+                    (a.secret_key.as_bytes().to_vec(), ak_identity(&a.access_key)),
+                )
             })
             .collect();
         let api_keys = api_keys
@@ -56,7 +59,11 @@ impl Authenticator {
             .enumerate()
             .map(|(i, k)| (k.clone(), Arc::from(format!("key:{i}"))))
             .collect();
-        Authenticator { accounts, api_keys, cache: RwLock::new(HashMap::new()) }
+        Authenticator {
+            accounts,
+            api_keys,
+            cache: RwLock::new(HashMap::new()),
+        }
     }
 
     /// Identity of a configured AccessKey, if any.
@@ -145,14 +152,20 @@ impl Authenticator {
         let iss = payload.get("iss").and_then(|v| v.as_str()).ok_or(1002)?;
         let exp = opt_number(&payload, "exp")?;
         let nbf = opt_number(&payload, "nbf")?;
-        let sig = URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).map_err(|_| 1002)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(s.trim_end_matches('='))
+            .map_err(|_| 1002)?;
         let (secret, identity) = self.accounts.get(iss).ok_or(1000)?;
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| 1000)?;
         mac.update(h.as_bytes());
         mac.update(b".");
         mac.update(p.as_bytes());
         mac.verify_slice(&sig).map_err(|_| 1000)?;
-        Ok(Cached { identity: identity.clone(), exp, nbf })
+        Ok(Cached {
+            identity: identity.clone(),
+            exp,
+            nbf,
+        })
     }
 }
 
@@ -164,7 +177,10 @@ fn decode_json(part: &str) -> Option<serde_json::Map<String, serde_json::Value>>
     }
 }
 
-fn opt_number(m: &serde_json::Map<String, serde_json::Value>, key: &str) -> Result<Option<f64>, i64> {
+fn opt_number(
+    m: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<f64>, i64> {
     match m.get(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(v) => v.as_f64().map(Some).ok_or(1002),
@@ -202,8 +218,14 @@ mod tests {
         let a = auth();
         let hv = format!("Bearer {TOKEN}");
         assert!(a.check(Some(hv.as_bytes()), 1764000000.0).is_ok());
-        assert_eq!(a.check(Some(hv.as_bytes()), 1764001800.0).unwrap_err(), 1004);
-        assert_eq!(a.check(Some(hv.as_bytes()), 1763999990.0).unwrap_err(), 1003);
+        assert_eq!(
+            a.check(Some(hv.as_bytes()), 1764001800.0).unwrap_err(),
+            1004
+        );
+        assert_eq!(
+            a.check(Some(hv.as_bytes()), 1763999990.0).unwrap_err(),
+            1003
+        );
         assert_eq!(a.check(None, 0.0).unwrap_err(), 1001);
         assert_eq!(a.check(Some(b""), 0.0).unwrap_err(), 1001);
         assert_eq!(a.check(Some(b"Basic x"), 0.0).unwrap_err(), 1002);
@@ -212,6 +234,9 @@ mod tests {
         let i = TOKEN.len() - 10;
         let flipped = if &TOKEN[i..i + 1] == "A" { "B" } else { "A" };
         let bad = format!("Bearer {}{}{}", &TOKEN[..i], flipped, &TOKEN[i + 1..]);
-        assert_eq!(a.check(Some(bad.as_bytes()), 1764000000.0).unwrap_err(), 1000);
+        assert_eq!(
+            a.check(Some(bad.as_bytes()), 1764000000.0).unwrap_err(),
+            1000
+        );
     }
 }

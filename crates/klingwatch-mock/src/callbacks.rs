@@ -26,7 +26,9 @@ use crate::app::Shared;
 /// remainder is not valid base64 is used as raw bytes.
 pub fn sign_webhook(secret: &str, id: &str, ts: i64, body: &[u8]) -> String {
     let raw = secret.strip_prefix("whsec_").unwrap_or(secret);
-    let key = STANDARD.decode(raw).unwrap_or_else(|_| raw.as_bytes().to_vec());
+    let key = STANDARD
+        .decode(raw)
+        .unwrap_or_else(|_| raw.as_bytes().to_vec());
     let mut mac = match Hmac::<Sha256>::new_from_slice(&key) {
         Ok(m) => m,
         Err(_) => return String::new(), // unreachable: HMAC accepts any key length
@@ -46,7 +48,9 @@ pub(crate) struct CallbackClient {
 
 impl CallbackClient {
     pub(crate) fn new() -> Self {
-        CallbackClient { client: Client::builder(TokioExecutor::new()).build_http() }
+        CallbackClient {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
     }
 }
 
@@ -60,7 +64,10 @@ pub(crate) async fn deliver(shared: &Shared, url: &str, body: Vec<u8>) {
         }
     };
     if uri.scheme_str() != Some("http") {
-        tracing::warn!(url, "only http:// callback URLs are supported; callback skipped");
+        tracing::warn!(
+            url,
+            "only http:// callback URLs are supported; callback skipped"
+        );
         return;
     }
     let mut req = Request::builder()
@@ -98,8 +105,12 @@ pub(crate) async fn deliver(shared: &Shared, url: &str, body: Vec<u8>) {
 pub(crate) fn deliver_current(shared: Arc<Shared>, task_id: String) {
     let (url, body) = {
         let store = shared.store();
-        let Some(task) = store.get_global(&task_id) else { return };
-        let Some(url) = task.callback_url.clone() else { return };
+        let Some(task) = store.get_global(&task_id) else {
+            return;
+        };
+        let Some(url) = task.callback_url.clone() else {
+            return;
+        };
         let body = serde_json::to_vec(&task.render(shared.now_ms(), &shared.base_url));
         (url, body.unwrap_or_default())
     };
@@ -117,7 +128,9 @@ pub(crate) fn spawn_lifecycle(shared: Arc<Shared>, task_id: String) {
             // When does this stage start (emulator ms)?
             let at = {
                 let store = shared.store();
-                let Some(t) = store.get_global(&task_id) else { return };
+                let Some(t) = store.get_global(&task_id) else {
+                    return;
+                };
                 match stage {
                     0 => t.created_at,
                     1 => t.processing_at,
@@ -136,17 +149,22 @@ pub(crate) fn spawn_lifecycle(shared: Arc<Shared>, task_id: String) {
                     _ = shared.cancel.cancelled() => return,
                 }
             }
-            if shared.cancel.is_cancelled() || shared.generation.load(Ordering::SeqCst) != generation
+            if shared.cancel.is_cancelled()
+                || shared.generation.load(Ordering::SeqCst) != generation
             {
                 return;
             }
             let (url, status, body) = {
                 let store = shared.store();
-                let Some(t) = store.get_global(&task_id) else { return };
+                let Some(t) = store.get_global(&task_id) else {
+                    return;
+                };
                 if t.fixed.is_some() {
                     return; // the control API took over; it delivers its own callbacks
                 }
-                let Some(url) = t.callback_url.clone() else { return };
+                let Some(url) = t.callback_url.clone() else {
+                    return;
+                };
                 let v = t.render(at, &shared.base_url);
                 let status = v["task_status"].as_str().unwrap_or("").to_string();
                 (url, status, serde_json::to_vec(&v).unwrap_or_default())

@@ -26,7 +26,10 @@ pub struct Account {
 impl Account {
     /// Build an account from an AccessKey and a SecretKey.
     pub fn new(access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
-        Account { access_key: access_key.into(), secret_key: secret_key.into() }
+        Account {
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+        }
     }
 }
 

@@ -33,7 +33,11 @@ async fn body_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Resu
         .await
         .map_err(|_| err(StatusCode::BAD_REQUEST, "body unreadable or too large"))?
         .to_bytes();
-    let bytes: &[u8] = if bytes.iter().all(|b| b.is_ascii_whitespace()) { b"{}" } else { &bytes };
+    let bytes: &[u8] = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        b"{}"
+    } else {
+        &bytes
+    };
     serde_json::from_slice(bytes)
         .map_err(|e| err(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
@@ -42,7 +46,11 @@ async fn body_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Resu
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let rest = path.strip_prefix("/__mock").unwrap_or("").trim_end_matches('/').to_string();
+    let rest = path
+        .strip_prefix("/__mock")
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .to_string();
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     tracing::debug!(target: "klingwatch_mock::control", method = %method, path = %path);
     let r = match (&method, segs.as_slice()) {
@@ -90,7 +98,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp 
             set_status(&shared, &id, req).await
         }
         (&Method::GET | &Method::HEAD, ["files", task_id, name]) => Ok(file(task_id, name)),
-        _ => Err(err(StatusCode::NOT_FOUND, format!("unknown control route {method} {path}"))),
+        _ => Err(err(
+            StatusCode::NOT_FOUND,
+            format!("unknown control route {method} {path}"),
+        )),
     };
     r.unwrap_or_else(|e| e)
 }
@@ -130,7 +141,10 @@ async fn set_config(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Res
     }
     if let Some(v) = b.time_scale {
         if !v.is_finite() || v < 0.0 {
-            return Err(err(StatusCode::BAD_REQUEST, "time_scale must be a finite number >= 0"));
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                "time_scale must be a finite number >= 0",
+            ));
         }
         rt.timing.time_scale = v;
     }
@@ -184,10 +198,12 @@ async fn seed_task(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp
             .ok_or_else(|| err(StatusCode::BAD_REQUEST, format!("unknown kind {k:?}")))?,
     };
     let identity = match (&b.access_key, &b.api_key) {
-        (Some(ak), _) => shared
-            .auth
-            .account_identity(ak)
-            .ok_or_else(|| err(StatusCode::BAD_REQUEST, format!("unknown access_key {ak:?}")))?,
+        (Some(ak), _) => shared.auth.account_identity(ak).ok_or_else(|| {
+            err(
+                StatusCode::BAD_REQUEST,
+                format!("unknown access_key {ak:?}"),
+            )
+        })?,
         (None, Some(key)) => shared
             .auth
             .api_key_identity(key)
@@ -225,12 +241,14 @@ async fn seed_task(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp
     };
     match store.insert(&identity, task, now, None) {
         Ok(t) => Ok(ok(t.render(now, &shared.base_url))),
-        Err(InsertError::DuplicateExternalId(e)) => {
-            Err(err(StatusCode::BAD_REQUEST, format!("external_task_id {e:?} already exists")))
-        }
-        Err(InsertError::DuplicateTaskId(e)) => {
-            Err(err(StatusCode::BAD_REQUEST, format!("task_id {e:?} already exists")))
-        }
+        Err(InsertError::DuplicateExternalId(e)) => Err(err(
+            StatusCode::BAD_REQUEST,
+            format!("external_task_id {e:?} already exists"),
+        )),
+        Err(InsertError::DuplicateTaskId(e)) => Err(err(
+            StatusCode::BAD_REQUEST,
+            format!("task_id {e:?} already exists"),
+        )),
         Err(InsertError::ConcurrencyLimit) => {
             Err(err(StatusCode::TOO_MANY_REQUESTS, "concurrency limit"))
         }
@@ -252,7 +270,11 @@ async fn set_status(shared: &Arc<Shared>, id: &str, req: Request<Incoming>) -> R
         let t = store
             .get_global_mut(id)
             .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no task {id}")))?;
-        t.fixed = Some(Fixed { status: b.status, msg: b.status_msg.unwrap_or_default(), updated_at: now });
+        t.fixed = Some(Fixed {
+            status: b.status,
+            msg: b.status_msg.unwrap_or_default(),
+            updated_at: now,
+        });
         (t.render(now, &shared.base_url), t.callback_url.is_some())
     };
     if has_callback {
@@ -264,15 +286,24 @@ async fn set_status(shared: &Arc<Shared>, id: &str, req: Request<Incoming>) -> R
 fn file(task_id: &str, name: &str) -> Resp {
     let valid_id = !task_id.is_empty()
         && task_id.len() <= 128
-        && task_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && task_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     let (stem, ext) = name.rsplit_once('.').unwrap_or((name, ""));
     let index = stem.strip_suffix("_wm").unwrap_or(stem);
-    if !valid_id || index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) || index.len() > 3
+    if !valid_id
+        || index.is_empty()
+        || !index.bytes().all(|b| b.is_ascii_digit())
+        || index.len() > 3
     {
         return err(StatusCode::NOT_FOUND, "no such file");
     }
     match ext {
-        "png" => http::raw(StatusCode::OK, Some("image/png"), files::png(&format!("{task_id}/{stem}"))),
+        "png" => http::raw(
+            StatusCode::OK,
+            Some("image/png"),
+            files::png(&format!("{task_id}/{stem}")),
+        ),
         "mp4" => http::raw(StatusCode::OK, Some("video/mp4"), files::mp4()),
         _ => err(StatusCode::NOT_FOUND, "no such file"),
     }

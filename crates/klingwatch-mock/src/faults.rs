@@ -206,8 +206,17 @@ impl Faults {
         let mut g = self.lock();
         let id = g.next_id;
         g.next_id += 1;
-        let remaining = if spec.times == 0 { None } else { Some(spec.times) };
-        g.list.push(Installed { id, spec, remaining, fired: 0 });
+        let remaining = if spec.times == 0 {
+            None
+        } else {
+            Some(spec.times)
+        };
+        g.list.push(Installed {
+            id,
+            spec,
+            remaining,
+            fired: 0,
+        });
         self.recount(&g);
         id
     }
@@ -258,7 +267,7 @@ impl Faults {
                 continue;
             }
             if let Some(p) = f.spec.probability {
-                if !(rng.random::<f64>() < p) {
+                if rng.random::<f64>() >= p {
                     continue;
                 }
             }
@@ -287,7 +296,9 @@ pub(crate) enum FaultAction {
 }
 
 fn status_or(spec: &FaultSpec, default: StatusCode) -> StatusCode {
-    spec.http_status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(default)
+    spec.http_status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(default)
 }
 
 /// Build the action of a fired fault (the caller applies `delay_ms` first).
@@ -302,17 +313,26 @@ pub(crate) fn action(spec: &FaultSpec) -> FaultAction {
             } else {
                 StatusCode::INTERNAL_SERVER_ERROR
             };
-            let msg = spec.message.as_deref().unwrap_or(http::default_message(code));
+            let msg = spec
+                .message
+                .as_deref()
+                .unwrap_or(http::default_message(code));
             http::envelope_err(status_or(spec, default), code, msg)
         }
         FaultKind::RateLimit => {
             let code = spec.code.unwrap_or(1302);
-            let msg = spec.message.as_deref().unwrap_or(http::default_message(code));
+            let msg = spec
+                .message
+                .as_deref()
+                .unwrap_or(http::default_message(code));
             http::envelope_err(status_or(spec, StatusCode::TOO_MANY_REQUESTS), code, msg)
         }
         FaultKind::OkWithCode => {
             let code = spec.code.unwrap_or(5000);
-            let msg = spec.message.as_deref().unwrap_or(http::default_message(code));
+            let msg = spec
+                .message
+                .as_deref()
+                .unwrap_or(http::default_message(code));
             http::envelope_err(status_or(spec, StatusCode::OK), code, msg)
         }
         FaultKind::Html502 => http::raw(
@@ -336,7 +356,11 @@ pub(crate) fn action(spec: &FaultSpec) -> FaultAction {
                 http::request_id()
             );
             let half = bytes::Bytes::from(full.as_bytes()[..full.len() / 2].to_vec());
-            let mut r = http::raw(status_or(spec, StatusCode::OK), Some("application/json"), &b""[..]);
+            let mut r = http::raw(
+                status_or(spec, StatusCode::OK),
+                Some("application/json"),
+                &b""[..],
+            );
             *r.body_mut() = MockBody::Truncated(Some(half), None);
             http::set_content_length(&mut r, full.len());
             r
@@ -368,8 +392,12 @@ mod tests {
         assert_eq!(spec.fault, FaultKind::Html502);
         let f = Faults::new(1);
         f.add(spec);
-        assert!(f.pick(&Method::POST, "/v1/images/generations/123").is_none());
-        assert!(f.pick(&Method::GET, "/v1/images/generations/0123").is_none());
+        assert!(f
+            .pick(&Method::POST, "/v1/images/generations/123")
+            .is_none());
+        assert!(f
+            .pick(&Method::GET, "/v1/images/generations/0123")
+            .is_none());
         assert!(f.pick(&Method::GET, "/v1/images/generations/123").is_some());
         assert!(f.pick(&Method::GET, "/v1/images/generations/123").is_some());
         assert!(f.pick(&Method::GET, "/v1/images/generations/123").is_none());

@@ -102,16 +102,28 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 pub(crate) fn request_id() -> String {
     let v: u128 = rand::rng().random();
     let h = format!("{v:032x}");
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Build a raw response with a body and content type.
-pub(crate) fn raw(status: StatusCode, content_type: Option<&'static str>, body: impl Into<Bytes>) -> Resp {
+pub(crate) fn raw(
+    status: StatusCode,
+    content_type: Option<&'static str>,
+    body: impl Into<Bytes>,
+) -> Resp {
     let body = body.into();
     let mut r = Response::new(MockBody::full(body));
     *r.status_mut() = status;
     if let Some(ct) = content_type {
-        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
     }
     r
 }
@@ -126,7 +138,10 @@ pub(crate) fn json_bytes(status: StatusCode, body: Vec<u8>) -> Resp {
 
 /// A JSON response from a value (control API).
 pub(crate) fn json_value(status: StatusCode, v: &serde_json::Value) -> Resp {
-    json_bytes(status, serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()))
+    json_bytes(
+        status,
+        serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()),
+    )
 }
 
 /// The success envelope around already-serialized `data`.
@@ -160,7 +175,8 @@ pub(crate) fn envelope_err(status: StatusCode, code: i64, message: &str) -> Resp
 
 /// Set Content-Length explicitly (used by the truncated-body fault).
 pub(crate) fn set_content_length(r: &mut Resp, len: usize) {
-    r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len as u64));
+    r.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(len as u64));
 }
 
 /// Default message of a Kling business code.

@@ -78,8 +78,11 @@ impl TaskKind {
                 return Some(k);
             }
         }
-        let norm: String =
-            s.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
+        let norm: String = s
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
         Some(match norm.as_str() {
             "imagegeneration" | "image" | "images" | "generations" | "imagesgenerations" => {
                 TaskKind::ImageGeneration

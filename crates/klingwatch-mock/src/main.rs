@@ -5,7 +5,10 @@ use clap::Parser;
 
 fn main() {
     let args = klingwatch_mock::MockArgs::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("klingwatch-mock: cannot start the runtime: {e}");

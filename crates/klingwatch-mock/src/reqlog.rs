@@ -27,7 +27,9 @@ pub(crate) struct RequestLog {
 
 impl RequestLog {
     pub(crate) fn new() -> Self {
-        RequestLog { entries: Mutex::new(VecDeque::with_capacity(1024)) }
+        RequestLog {
+            entries: Mutex::new(VecDeque::with_capacity(1024)),
+        }
     }
 
     pub(crate) fn push(&self, e: Entry) {
@@ -39,7 +41,10 @@ impl RequestLog {
     }
 
     pub(crate) fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// `{"requests":[...]}`, oldest first.

@@ -36,7 +36,11 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Servi
             target: "klingwatch_mock::access",
             method = %req.method(), path, status = 404u16, "unknown route"
         );
-        Ok(envelope_err(StatusCode::NOT_FOUND, 1202, default_message(1202)))
+        Ok(envelope_err(
+            StatusCode::NOT_FOUND,
+            1202,
+            default_message(1202),
+        ))
     }
 }
 
@@ -59,26 +63,49 @@ async fn v1(shared: Arc<Shared>, req: Request<Incoming>) -> ServiceResult {
         match faults::action(&spec) {
             FaultAction::Serve => {}
             FaultAction::Respond(resp) => {
-                finish(&shared, method, path, query, "skipped", resp.status().as_u16(), fault_name, at_ms, start);
+                finish(
+                    &shared,
+                    method,
+                    path,
+                    query,
+                    "skipped",
+                    resp.status().as_u16(),
+                    fault_name,
+                    at_ms,
+                    start,
+                );
                 return Ok(resp);
             }
             FaultAction::Drop => {
-                finish(&shared, method, path, query, "skipped", 0, fault_name, at_ms, start);
+                finish(
+                    &shared, method, path, query, "skipped", 0, fault_name, at_ms, start,
+                );
                 return Err(DropConnection);
             }
         }
     }
 
     let now_s = shared.now_ms() as f64 / 1000.0;
-    let auth = shared
-        .auth
-        .check(req.headers().get(AUTHORIZATION).map(|h| h.as_bytes()), now_s);
+    let auth = shared.auth.check(
+        req.headers().get(AUTHORIZATION).map(|h| h.as_bytes()),
+        now_s,
+    );
     let label = outcome_label(&auth);
     let resp = match auth {
         Err(code) => envelope_err(StatusCode::UNAUTHORIZED, code, default_message(code)),
         Ok(identity) => dispatch(&shared, identity, req, &method, &path, &query).await,
     };
-    finish(&shared, method, path, query, label, resp.status().as_u16(), fault_name, at_ms, start);
+    finish(
+        &shared,
+        method,
+        path,
+        query,
+        label,
+        resp.status().as_u16(),
+        fault_name,
+        at_ms,
+        start,
+    );
     Ok(resp)
 }
 
@@ -103,7 +130,15 @@ fn finish(
         fault = fault.unwrap_or("-"),
         latency_us = start.elapsed().as_micros() as u64,
     );
-    shared.log.push(Entry { method: method.as_str().to_string(), path, query, auth, status, fault, at_ms });
+    shared.log.push(Entry {
+        method: method.as_str().to_string(),
+        path,
+        query,
+        auth,
+        status,
+        fault,
+        at_ms,
+    });
 }
 
 fn not_found_route() -> http::Resp {
@@ -111,7 +146,11 @@ fn not_found_route() -> http::Resp {
 }
 
 fn not_found_task(id: &str) -> http::Resp {
-    envelope_err(StatusCode::NOT_FOUND, 1203, &format!("task not found: {id}"))
+    envelope_err(
+        StatusCode::NOT_FOUND,
+        1203,
+        &format!("task not found: {id}"),
+    )
 }
 
 fn bad_param(msg: &str) -> http::Resp {
@@ -161,7 +200,9 @@ fn parse_page(v: Option<&str>, name: &str, max: usize, default: usize) -> Result
         None | Some("") => Ok(default),
         Some(s) => match s.trim().parse::<i64>() {
             Ok(n) if n >= 1 && n as u64 <= max as u64 => Ok(n as usize),
-            _ => Err(format!("{name} must be an integer in [1, {max}], got {s:?}")),
+            _ => Err(format!(
+                "{name} must be an integer in [1, {max}], got {s:?}"
+            )),
         },
     }
 }
@@ -189,7 +230,11 @@ fn list(shared: &Shared, identity: &Identity, kind: TaskKind, query: &str) -> ht
     out.push(b'[');
     {
         let store = shared.store();
-        for (i, t) in store.list(identity, kind, page_num, page_size).into_iter().enumerate() {
+        for (i, t) in store
+            .list(identity, kind, page_num, page_size)
+            .into_iter()
+            .enumerate()
+        {
             if i > 0 {
                 out.push(b',');
             }
@@ -269,11 +314,7 @@ async fn create(
                 return bad_param(&format!("task_id {e:?} already exists"))
             }
             Err(InsertError::ConcurrencyLimit) => {
-                return envelope_err(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    1303,
-                    default_message(1303),
-                )
+                return envelope_err(StatusCode::TOO_MANY_REQUESTS, 1303, default_message(1303))
             }
         }
     };

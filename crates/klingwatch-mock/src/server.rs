@@ -31,7 +31,9 @@ pub struct MockServer {
 
 impl std::fmt::Debug for MockServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MockServer").field("url", &self.url).finish()
+        f.debug_struct("MockServer")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -40,7 +42,11 @@ fn url_host(host: &str, ip: IpAddr, tls: bool) -> String {
         return "localhost".to_string();
     }
     if ip.is_unspecified() {
-        return if ip.is_ipv4() { "127.0.0.1".into() } else { "[::1]".into() };
+        return if ip.is_ipv4() {
+            "127.0.0.1".into()
+        } else {
+            "[::1]".into()
+        };
     }
     if host.parse::<IpAddr>().is_err() && !host.is_empty() {
         return host.to_string(); // a DNS name as given
@@ -54,13 +60,24 @@ fn url_host(host: &str, ip: IpAddr, tls: bool) -> String {
 impl MockServer {
     /// Bind, spawn the server on the current tokio runtime and return once it is listening.
     pub async fn start(config: MockConfig) -> io::Result<MockServer> {
-        let host = config.host.trim_matches(|c| c == '[' || c == ']').to_string();
+        let host = config
+            .host
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string();
         let listener = TcpListener::bind((host.as_str(), config.port)).await?;
         let addr = listener.local_addr()?;
         let scheme = if config.tls { "https" } else { "http" };
-        let url = format!("{scheme}://{}:{}", url_host(&host, addr.ip(), config.tls), addr.port());
+        let url = format!(
+            "{scheme}://{}:{}",
+            url_host(&host, addr.ip(), config.tls),
+            addr.port()
+        );
 
-        let tls = if config.tls { Some(tls::generate(&host)?) } else { None };
+        let tls = if config.tls {
+            Some(tls::generate(&host)?)
+        } else {
+            None
+        };
         let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
         if let (Some(pem), Some(path)) = (&ca_pem, &config.ca_pem_path) {
             std::fs::write(path, pem)?;
@@ -70,9 +87,21 @@ impl MockServer {
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared::new(&config, url.clone(), cancel.clone()));
         let (done_tx, done_rx) = oneshot::channel();
-        tokio::spawn(accept_loop(listener, acceptor, shared, cancel.clone(), done_tx));
+        tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            shared,
+            cancel.clone(),
+            done_tx,
+        ));
         tracing::info!(%url, tls = config.tls, "klingwatch-mock started");
-        Ok(MockServer { addr, url, ca_pem, cancel, done: Some(done_rx) })
+        Ok(MockServer {
+            addr,
+            url,
+            ca_pem,
+            cancel,
+            done: Some(done_rx),
+        })
     }
 
     /// Start on a dedicated runtime thread, for non-async callers.
@@ -138,7 +167,9 @@ async fn accept_loop(
             match acceptor {
                 None => serve(stream, shared, watcher).await,
                 Some(acceptor) => {
-                    let tls = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+                    let tls =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await;
                     match tls {
                         Ok(Ok(s)) => serve(s, shared, watcher).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
@@ -182,7 +213,9 @@ pub struct BlockingMockServer {
 
 impl std::fmt::Debug for BlockingMockServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlockingMockServer").field("url", &self.url).finish()
+        f.debug_struct("BlockingMockServer")
+            .field("url", &self.url)
+            .finish()
     }
 }
 
@@ -191,32 +224,35 @@ impl BlockingMockServer {
     pub fn start(config: MockConfig) -> io::Result<BlockingMockServer> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("klingwatch-mock".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("klingwatch-mock-worker")
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                match MockServer::start(config).await {
-                    Ok(server) => {
-                        let _ = ready_tx.send(Ok((server.addr(), server.url(), server.ca_pem())));
-                        let _ = stop_rx.await;
-                        server.stop().await;
-                    }
+        let thread = std::thread::Builder::new()
+            .name("klingwatch-mock".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("klingwatch-mock-worker")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
+                        return;
                     }
-                }
-            });
-        })?;
+                };
+                rt.block_on(async move {
+                    match MockServer::start(config).await {
+                        Ok(server) => {
+                            let _ =
+                                ready_tx.send(Ok((server.addr(), server.url(), server.ca_pem())));
+                            let _ = stop_rx.await;
+                            server.stop().await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })?;
         match ready_rx.recv() {
             Ok(Ok((addr, url, ca_pem))) => Ok(BlockingMockServer {
                 addr,
@@ -231,7 +267,9 @@ impl BlockingMockServer {
             }
             Err(_) => {
                 let _ = thread.join();
-                Err(io::Error::other("klingwatch-mock thread exited before starting"))
+                Err(io::Error::other(
+                    "klingwatch-mock thread exited before starting",
+                ))
             }
         }
     }

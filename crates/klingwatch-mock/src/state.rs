@@ -55,20 +55,36 @@ impl Task {
     /// Status, message and last transition time at emulator time `now` (ms).
     pub(crate) fn status_at(&self, now: i64) -> StatusView<'_> {
         if let Some(f) = &self.fixed {
-            return StatusView { status: &f.status, msg: &f.msg, updated_at: f.updated_at };
+            return StatusView {
+                status: &f.status,
+                msg: &f.msg,
+                updated_at: f.updated_at,
+            };
         }
         if now < self.processing_at {
-            StatusView { status: "submitted", msg: "", updated_at: self.created_at }
+            StatusView {
+                status: "submitted",
+                msg: "",
+                updated_at: self.created_at,
+            }
         } else if now < self.finish_at {
-            StatusView { status: "processing", msg: "", updated_at: self.processing_at }
+            StatusView {
+                status: "processing",
+                msg: "",
+                updated_at: self.processing_at,
+            }
         } else {
             match &self.outcome {
-                Outcome::Succeed => {
-                    StatusView { status: "succeed", msg: "", updated_at: self.finish_at }
-                }
-                Outcome::Failed(m) => {
-                    StatusView { status: "failed", msg: m, updated_at: self.finish_at }
-                }
+                Outcome::Succeed => StatusView {
+                    status: "succeed",
+                    msg: "",
+                    updated_at: self.finish_at,
+                },
+                Outcome::Failed(m) => StatusView {
+                    status: "failed",
+                    msg: m,
+                    updated_at: self.finish_at,
+                },
             }
         }
     }
@@ -110,13 +126,21 @@ impl Task {
         let succeeded = st.status == "succeed";
         if succeeded {
             let units = if self.kind.is_video() {
-                if self.duration.trim_end_matches(".0") == "10" { "2" } else { "1" }.to_string()
+                if self.duration.trim_end_matches(".0") == "10" {
+                    "2"
+                } else {
+                    "1"
+                }
+                .to_string()
             } else {
                 self.n.to_string()
             };
             m.insert("final_unit_deduction".into(), Value::String(units));
         }
-        m.insert("watermark_info".into(), json!({ "enabled": self.watermark }));
+        m.insert(
+            "watermark_info".into(),
+            json!({ "enabled": self.watermark }),
+        );
         let mut result = Map::new();
         if succeeded {
             let files = format!("{base_url}/__mock/files/{}", self.id);
@@ -125,9 +149,15 @@ impl Task {
                 v.insert("id".into(), Value::String(format!("{}_0", self.id)));
                 v.insert("url".into(), Value::String(format!("{files}/0.mp4")));
                 if self.watermark {
-                    v.insert("watermark_url".into(), Value::String(format!("{files}/0_wm.mp4")));
+                    v.insert(
+                        "watermark_url".into(),
+                        Value::String(format!("{files}/0_wm.mp4")),
+                    );
                 }
-                v.insert("duration".into(), Value::String(video_duration(&self.duration)));
+                v.insert(
+                    "duration".into(),
+                    Value::String(video_duration(&self.duration)),
+                );
                 result.insert("videos".into(), Value::Array(vec![Value::Object(v)]));
             } else {
                 let images: Vec<Value> = (0..self.n)
@@ -203,7 +233,11 @@ pub(crate) struct Store {
 
 impl Store {
     pub(crate) fn new(seed: u64) -> Self {
-        Store { accounts: HashMap::new(), ids: HashMap::new(), rng: StdRng::seed_from_u64(seed) }
+        Store {
+            accounts: HashMap::new(),
+            ids: HashMap::new(),
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 
     /// Forget every task (the id generator keeps going so ids stay unique per process).
@@ -215,7 +249,9 @@ impl Store {
     /// A fresh unique 18-digit numeric task id.
     pub(crate) fn new_task_id(&mut self) -> String {
         loop {
-            let v: u64 = self.rng.random_range(100_000_000_000_000_000..1_000_000_000_000_000_000);
+            let v: u64 = self
+                .rng
+                .random_range(100_000_000_000_000_000..1_000_000_000_000_000_000);
             let s = v.to_string();
             if !self.ids.contains_key(&s) {
                 return s;
@@ -243,7 +279,8 @@ impl Store {
         }
         if let Some(limit) = limit {
             let kinds = &acct.kinds;
-            acct.active.retain(|(k, i)| kinds[k.index()].tasks[*i].is_running(now));
+            acct.active
+                .retain(|(k, i)| kinds[k.index()].tasks[*i].is_running(now));
             if acct.active.len() >= limit {
                 return Err(InsertError::ConcurrencyLimit);
             }
@@ -256,7 +293,14 @@ impl Store {
             ks.by_ext.insert(e.clone(), index);
         }
         ks.by_id.insert(task.id.clone(), index);
-        self.ids.insert(task.id.clone(), Location { identity: identity.clone(), kind, index });
+        self.ids.insert(
+            task.id.clone(),
+            Location {
+                identity: identity.clone(),
+                kind,
+                index,
+            },
+        );
         if task.is_running(now) {
             acct.active.push((kind, index));
         }
@@ -309,13 +353,17 @@ impl Store {
     /// Any task by task id (control API).
     pub(crate) fn get_global(&self, id: &str) -> Option<&Task> {
         let loc = self.ids.get(id)?;
-        self.accounts.get(&loc.identity)?.kinds[loc.kind.index()].tasks.get(loc.index)
+        self.accounts.get(&loc.identity)?.kinds[loc.kind.index()]
+            .tasks
+            .get(loc.index)
     }
 
     /// Mutable access to any task by task id (control API).
     pub(crate) fn get_global_mut(&mut self, id: &str) -> Option<&mut Task> {
         let loc = self.ids.get(id)?.clone();
-        self.accounts.get_mut(&loc.identity)?.kinds[loc.kind.index()].tasks.get_mut(loc.index)
+        self.accounts.get_mut(&loc.identity)?.kinds[loc.kind.index()]
+            .tasks
+            .get_mut(loc.index)
     }
 }
 
@@ -337,8 +385,14 @@ mod tests {
 
     #[test]
     fn marker() {
-        assert_eq!(failure_marker("a cat [fail]").as_deref(), Some("Image pixel is invalid"));
-        assert_eq!(failure_marker("[fail:nope here] x").as_deref(), Some("nope here"));
+        assert_eq!(
+            failure_marker("a cat [fail]").as_deref(),
+            Some("Image pixel is invalid")
+        );
+        assert_eq!(
+            failure_marker("[fail:nope here] x").as_deref(),
+            Some("nope here")
+        );
         assert_eq!(failure_marker("[failure]"), None);
         assert_eq!(failure_marker("[fail:unterminated"), None);
         assert_eq!(failure_marker("a cat"), None);

@@ -5,8 +5,8 @@ use std::io;
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::ServerConfig;
@@ -31,14 +31,22 @@ pub(crate) fn generate(extra_host: &str) -> io::Result<TlsSetup> {
     dn.push(DnType::CommonName, "klingwatch-mock test CA");
     ca_params.distinguished_name = dn;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_key = KeyPair::generate().map_err(other)?;
     let ca_cert = ca_params.self_signed(&ca_key).map_err(other)?;
 
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     let extra = extra_host.trim_matches(|c| c == '[' || c == ']');
-    if !extra.is_empty() && extra != "0.0.0.0" && extra != "::" && !names.iter().any(|n| n == extra) {
+    if !extra.is_empty() && extra != "0.0.0.0" && extra != "::" && !names.iter().any(|n| n == extra)
+    {
         names.push(extra.to_string());
     }
     let mut leaf_params = CertificateParams::new(names).map_err(other)?;
@@ -46,11 +54,15 @@ pub(crate) fn generate(extra_host: &str) -> io::Result<TlsSetup> {
     dn.push(DnType::CommonName, "localhost");
     leaf_params.distinguished_name = dn;
     leaf_params.is_ca = IsCa::NoCa;
-    leaf_params.key_usages =
-        vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    leaf_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let leaf_key = KeyPair::generate().map_err(other)?;
-    let leaf_cert = leaf_params.signed_by(&leaf_key, &ca_cert, &ca_key).map_err(other)?;
+    let leaf_cert = leaf_params
+        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .map_err(other)?;
 
     let chain: Vec<CertificateDer<'static>> = vec![leaf_cert.der().clone(), ca_cert.der().clone()];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
@@ -62,5 +74,8 @@ pub(crate) fn generate(extra_host: &str) -> io::Result<TlsSetup> {
         .with_single_cert(chain, key)
         .map_err(other)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsSetup { ca_pem: ca_cert.pem(), acceptor: TlsAcceptor::from(Arc::new(config)) })
+    Ok(TlsSetup {
+        ca_pem: ca_cert.pem(),
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+    })
 }

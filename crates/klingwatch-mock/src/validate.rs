@@ -38,7 +38,11 @@ fn opt_str<'a>(m: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, 
     }
 }
 
-fn check_prompt(m: &Map<String, Value>, key: &str, required: bool) -> Result<Option<String>, Invalid> {
+fn check_prompt(
+    m: &Map<String, Value>,
+    key: &str,
+    required: bool,
+) -> Result<Option<String>, Invalid> {
     match opt_str(m, key)? {
         None if required => Err(bad(format!("{key} is required"))),
         None => Ok(None),
@@ -46,7 +50,9 @@ fn check_prompt(m: &Map<String, Value>, key: &str, required: bool) -> Result<Opt
         Some(p) => {
             let n = p.chars().count();
             if n > MAX_PROMPT_CHARS {
-                Err(bad(format!("{key} is too long: {n} characters, at most {MAX_PROMPT_CHARS}")))
+                Err(bad(format!(
+                    "{key} is too long: {n} characters, at most {MAX_PROMPT_CHARS}"
+                )))
             } else {
                 Ok(Some(p.to_string()))
             }
@@ -68,7 +74,10 @@ fn check_enum(m: &Map<String, Value>, key: &str, allowed: &[&str]) -> Result<(),
     match opt_str(m, key)? {
         None => Ok(()),
         Some(s) if allowed.contains(&s) => Ok(()),
-        Some(s) => Err(bad(format!("{key} must be one of {}, got {s:?}", allowed.join(", ")))),
+        Some(s) => Err(bad(format!(
+            "{key} must be one of {}, got {s:?}",
+            allowed.join(", ")
+        ))),
     }
 }
 
@@ -89,7 +98,11 @@ pub(crate) fn validate(kind: TaskKind, body: &Value) -> Result<CreateParams, Inv
         Value::Object(m) => m,
         _ => return Err((1200, "request body must be a JSON object".to_string())),
     };
-    let mut p = CreateParams { n: 1, duration: "5".to_string(), ..Default::default() };
+    let mut p = CreateParams {
+        n: 1,
+        duration: "5".to_string(),
+        ..Default::default()
+    };
 
     // Fields common to every kind.
     if let Some(e) = opt_str(m, "external_task_id")? {

@@ -17,11 +17,17 @@ pub fn install_provider() {
 
 pub fn client() -> reqwest::Client {
     install_provider();
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
 
 pub fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// A token exactly as the official PyJWT sample makes it.
@@ -63,7 +69,12 @@ impl Harness {
     pub async fn start(config: MockConfig) -> Harness {
         let server = MockServer::start(config).await.unwrap();
         let url = server.url();
-        Harness { server, url, http: client(), auth: bearer() }
+        Harness {
+            server,
+            url,
+            http: client(),
+            auth: bearer(),
+        }
     }
 
     pub async fn fast() -> Harness {
@@ -107,7 +118,9 @@ impl Harness {
 
     /// Call the control API.
     pub async fn ctl(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut rb = self.http.request(method, format!("{}/__mock{}", self.url, path));
+        let mut rb = self
+            .http
+            .request(method, format!("{}/__mock{}", self.url, path));
         if let Some(b) = body {
             rb = rb.json(&b);
         }
@@ -132,6 +145,7 @@ impl Harness {
     }
 
     pub async fn clock(&self, offset_secs: i64) {
-        self.ctl_post("/clock", json!({ "offset_secs": offset_secs })).await;
+        self.ctl_post("/clock", json!({ "offset_secs": offset_secs }))
+            .await;
     }
 }
