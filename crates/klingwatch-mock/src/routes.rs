@@ -211,7 +211,7 @@ fn list(shared: &Shared, identity: &Identity, kind: TaskKind, query: &str) -> ht
     let params = http::parse_query(query);
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let now = shared.now_ms();
-    if let Some(ext) = get("external_task_id") {
+    if let Some(ext) = get("external_task_id").filter(|e| !e.is_empty()) {
         let store = shared.store();
         return match store.get_by_external(identity, kind, ext) {
             Some(t) => envelope_task(t, now, &shared.base_url),

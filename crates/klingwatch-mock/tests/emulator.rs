@@ -1185,3 +1185,23 @@ fn args_resolve_into_config() {
     assert_eq!(default.accounts.len(), 1);
     assert_eq!(default.api_keys, vec![DEFAULT_API_KEY.to_string()]);
 }
+
+#[test]
+fn args_embed_as_a_subcommand() {
+    use clap::{Parser, Subcommand};
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+    #[derive(Subcommand)]
+    enum Cmd {
+        /// Run the emulator.
+        Mock(klingwatch_mock::MockArgs),
+    }
+    let cli = Cli::try_parse_from(["klingwatch", "mock", "--port", "5", "--tls"]).unwrap();
+    let Cmd::Mock(args) = cli.cmd;
+    let c = args.into_config().unwrap();
+    assert_eq!(c.port, 5);
+    assert!(c.tls);
+}
