@@ -85,7 +85,7 @@ impl Timing {
 }
 
 /// Full configuration of one emulator instance.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MockConfig {
     /// Interface to bind (default `127.0.0.1`).
     pub host: String,
@@ -126,6 +126,31 @@ impl Default for MockConfig {
             seed: 0,
             faults: Vec::new(),
         }
+    }
+}
+
+impl std::fmt::Debug for MockConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets (secret keys, API keys, webhook secret) are never printed.
+        f.debug_struct("MockConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("ca_pem_path", &self.ca_pem_path)
+            .field("accounts", &self.accounts)
+            .field(
+                "api_keys",
+                &format_args!("<{} redacted>", self.api_keys.len()),
+            )
+            .field("timing", &self.timing)
+            .field("concurrency_limit", &self.concurrency_limit)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("seed", &self.seed)
+            .field("faults", &self.faults)
+            .finish()
     }
 }
 

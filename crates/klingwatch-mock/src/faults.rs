@@ -110,6 +110,17 @@ fn one() -> u64 {
     1
 }
 
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "retry_after must be a string or a number, got {other}"
+        ))),
+    }
+}
+
 /// One fault as posted to `POST /__mock/faults` (or listed in the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,7 +137,7 @@ pub struct FaultSpec {
     #[serde(default, rename = "match")]
     pub matcher: FaultMatch,
     /// HTTP status override.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, alias = "status", skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
     /// Business code override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,8 +145,13 @@ pub struct FaultSpec {
     /// Message override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// `Retry-After` header value, sent verbatim (seconds or HTTP-date).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `Retry-After` header value, sent verbatim (seconds or HTTP-date; a JSON number is
+    /// accepted too).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "string_or_number"
+    )]
     pub retry_after: Option<String>,
     /// Delay before answering (the whole point of `delay`; also honoured by other kinds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -390,6 +406,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(spec.fault, FaultKind::Html502);
+        let other: FaultSpec =
+            serde_json::from_str(r#"{"fault":"rate_limit","retry_after":3,"status":503}"#).unwrap();
+        assert_eq!(other.retry_after.as_deref(), Some("3"));
+        assert_eq!(other.http_status, Some(503));
         let f = Faults::new(1);
         f.add(spec);
         assert!(f

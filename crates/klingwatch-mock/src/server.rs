@@ -73,6 +73,9 @@ impl MockServer {
             addr.port()
         );
 
+        if !config.tls && config.ca_pem_path.is_some() {
+            tracing::warn!("a CA output path is set but TLS is off: no CA is written");
+        }
         let tls = if config.tls {
             Some(tls::generate(&host)?)
         } else {
