@@ -1,0 +1,58 @@
+//! Batch status queries: many ids, bounded concurrency, one result per id in input order.
+
+use std::collections::HashMap;
+
+use futures::stream::{self, StreamExt};
+
+use crate::client::Client;
+use crate::error::Result;
+use crate::task::{Task, TaskKind};
+
+/// Default number of queries in flight for [`Client::get_many`].
+pub const DEFAULT_CONCURRENCY: usize = 16;
+
+impl Client {
+    /// Reads many tasks at once: one `Ok(task)` or `Err(error)` per input id, in input
+    /// order (a bad id never fails the batch). Duplicate ids are queried once; at most
+    /// `concurrency` queries are in flight (0 means the default, 16).
+    pub async fn get_many<S: AsRef<str>>(&self, kind: TaskKind, ids: &[S], concurrency: usize) -> Vec<Result<Task>> {
+        let concurrency = if concurrency == 0 { DEFAULT_CONCURRENCY } else { concurrency };
+        let mut first: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+        let mut unique: Vec<&str> = Vec::with_capacity(ids.len());
+        let slot_of: Vec<usize> = ids
+            .iter()
+            .map(|id| {
+                let id = id.as_ref();
+                *first.entry(id).or_insert_with(|| {
+                    unique.push(id);
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        let mut results: Vec<Option<Result<Task>>> = (0..unique.len()).map(|_| None).collect();
+        let mut queries = stream::iter(unique.iter().enumerate())
+            .map(|(slot, id)| async move { (slot, self.get_task(kind, id).await) })
+            .buffer_unordered(concurrency);
+        while let Some((slot, result)) = queries.next().await {
+            results[slot] = Some(result);
+        }
+        drop(queries);
+        // Each unique result moves to its first position; later duplicates get clones.
+        let mut out = Vec::with_capacity(ids.len());
+        let mut used = vec![false; unique.len()];
+        let mut last_use = vec![0usize; unique.len()];
+        for (pos, slot) in slot_of.iter().enumerate() {
+            last_use[*slot] = pos;
+        }
+        for (pos, slot) in slot_of.into_iter().enumerate() {
+            let r = if last_use[slot] == pos {
+                results[slot].take().expect("each slot answered once")
+            } else {
+                results[slot].clone().expect("each slot answered once")
+            };
+            used[slot] = true;
+            out.push(r);
+        }
+        out
+    }
+}
