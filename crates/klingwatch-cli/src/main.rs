@@ -157,9 +157,13 @@ struct WaitArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 500ms, 1s, 10m)"))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (e.g. 500ms, 1s, 10m)"))?;
     let secs = match unit.trim() {
         "ms" => v / 1000.0,
         "" | "s" => v,
@@ -220,12 +224,25 @@ fn error_line(e: &Error) -> String {
     if let Some(c) = e.kling_code() {
         s.push_str(&format!(" (code {c})"));
     }
-    s.push_str(&format!(": {}", e.message()));
+    // API errors carry "<kind> (HTTP n, code c): " in their message: keep only the text.
+    let mut msg = e.message();
+    let prefix = format!("{} (HTTP ", e.kind());
+    if msg.starts_with(&prefix) {
+        if let Some(i) = msg.find("): ") {
+            msg = &msg[i + 3..];
+        }
+    }
+    s.push_str(&format!(": {msg}"));
+    if let Some(h) = e.http_status() {
+        s.push_str(&format!(" (HTTP {h})"));
+    }
     if let Some(r) = e.request_id() {
         s.push_str(&format!(" [request_id {r}]"));
     }
     if matches!(e.kling_code(), Some(1003) | Some(1004)) {
-        s.push_str("\nhint: the token was refused as not yet valid / expired: check the machine clock");
+        s.push_str(
+            "\nhint: the token was refused as not yet valid / expired: check the machine clock",
+        );
     }
     s
 }
@@ -286,7 +303,10 @@ fn parse_kind(g: &Global) -> Result<TaskKind, Error> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     klingwatch::install_crypto_provider();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
@@ -356,23 +376,32 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                         } else if json {
                             arr.push(err_json(id, &e));
                         }
-                        eprintln!("{id}: {}", error_line(&e));
+                        eprintln!("{} (task {id})", error_line(&e));
                         worst = worst.max(exit_code_for(e.kind()));
                     }
                 }
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&Value::Array(arr)).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&Value::Array(arr)).unwrap_or_default()
+                );
             }
             Ok(worst)
         }
         Command::Wait { ids, w } => {
             let kind = parse_kind(&g)?;
             let client = build_client(&g, None)?;
-            let (_, code) = watch_tasks(&client, kind, ids, &w, &out).await;
+            let (_, code) = watch_tasks(&client, kind, ids, &w, &out, false).await;
             Ok(code)
         }
-        Command::List { page, page_size, all, status, jsonl } => {
+        Command::List {
+            page,
+            page_size,
+            all,
+            status,
+            jsonl,
+        } => {
             let kind = parse_kind(&g)?;
             let client = build_client(&g, None)?;
             let want = status.map(|s| TaskStatus::parse(&s));
@@ -398,7 +427,15 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             }
             Ok(0)
         }
-        Command::Submit { prompt, model, n, aspect_ratio, external_id, wait, w } => {
+        Command::Submit {
+            prompt,
+            model,
+            n,
+            aspect_ratio,
+            external_id,
+            wait,
+            w,
+        } => {
             let kind = parse_kind(&g)?;
             let client = build_client(&g, None)?;
             let mut req = ImageGenerationRequest::new(prompt);
@@ -418,7 +455,8 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                 println!("{}", task.id);
             }
             if wait {
-                let (_, code) = watch_tasks(&client, kind, vec![task.id.clone()], &w, &out).await;
+                let (_, code) =
+                    watch_tasks(&client, kind, vec![task.id.clone()], &w, &out, false).await;
                 return Ok(code);
             }
             Ok(0)
@@ -436,12 +474,12 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                             }
                         }
                         Err(e) => {
-                            eprintln!("{id}: {}", error_line(&e));
+                            eprintln!("{} (task {id})", error_line(&e));
                             worst = worst.max(exit_code_for(e.kind()));
                         }
                     },
                     Err(e) => {
-                        eprintln!("{id}: {}", error_line(&e));
+                        eprintln!("{} (task {id})", error_line(&e));
                         worst = worst.max(exit_code_for(e.kind()));
                     }
                 }
@@ -453,7 +491,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
 
 fn print_task_line(out: &Out, t: &Task) {
     let mut line = format!("{}  {}", t.id, out.status(&t.status));
-    if let Some(m) = &t.status_msg {
+    if let Some(m) = t.status_msg.as_deref().filter(|m| !m.is_empty()) {
         line.push_str(&format!("  {m}"));
     }
     let urls: Vec<&str> = t.result_urls().collect();
@@ -470,6 +508,7 @@ async fn watch_tasks(
     ids: Vec<String>,
     w: &WaitArgs,
     out: &Out,
+    plain_when_not_tty: bool,
 ) -> (BTreeMap<String, Result<Task, Error>>, u8) {
     let opts = WatchOptions {
         timeout: w.timeout,
@@ -477,10 +516,12 @@ async fn watch_tasks(
         max_poll_interval: w.interval.max(Duration::from_secs(10)),
         ..Default::default()
     };
-    let jsonl = w.jsonl || !out.tty;
-    let bars = (!jsonl && !out.quiet).then(|| {
+    let jsonl = w.jsonl || (!out.tty && !plain_when_not_tty);
+    let plain = !jsonl && !out.tty;
+    let bars = (!jsonl && !plain && !out.quiet).then(|| {
         let mp = MultiProgress::new();
-        let style = ProgressStyle::with_template("{spinner} {prefix} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let style = ProgressStyle::with_template("{spinner} {prefix} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
         let map: BTreeMap<String, ProgressBar> = ids
             .iter()
             .map(|id| {
@@ -503,10 +544,18 @@ async fn watch_tasks(
                     let mut v = task_json(&task);
                     v["previous"] = json!(previous.as_ref().map(|p| p.as_str()));
                     println!("{v}");
+                } else if plain {
+                    if !out.quiet {
+                        let mut line = format!("{}: {}", task.id, task.status);
+                        if let Some(m) = task.status_msg.as_deref().filter(|m| !m.is_empty()) {
+                            line.push_str(&format!(" ({m})"));
+                        }
+                        println!("{line}");
+                    }
                 } else if let Some((_, map)) = &bars {
                     if let Some(pb) = map.get(&task.id) {
                         let mut msg = out.status(&task.status);
-                        if let Some(m) = &task.status_msg {
+                        if let Some(m) = task.status_msg.as_deref().filter(|m| !m.is_empty()) {
                             msg.push_str(&format!(" {m}"));
                         }
                         if task.is_terminal() {
@@ -529,7 +578,7 @@ async fn watch_tasks(
                     }
                 }
                 if !jsonl {
-                    eprintln!("{id}: {}", error_line(&e));
+                    eprintln!("{} (task {id})", error_line(&e));
                 }
                 last.insert(id, Err(e));
             }
@@ -573,7 +622,9 @@ async fn demo(g: &Global, out: &Out, dir: PathBuf) -> Result<u8, Error> {
             println!("{s}");
         }
     };
-    say(format!("klingwatch demo: emulator of the Kling API running at {url}"));
+    say(format!(
+        "klingwatch demo: emulator of the Kling API running at {url}"
+    ));
     let http = reqwest::Client::new();
     let fault = json!({"fault":"rate_limit","code":1302,"retry_after":"1","match":{"method":"POST"},"times":1});
     http.post(format!("{url}/__mock/faults"))
@@ -612,26 +663,50 @@ async fn demo(g: &Global, out: &Out, dir: PathBuf) -> Result<u8, Error> {
     // How many times the rate limit fault fired.
     let fired = match http.get(format!("{url}/__mock/faults")).send().await {
         Ok(r) => r.json::<Value>().await.ok().and_then(|v| {
-            v["faults"].as_array().map(|a| a.iter().map(|f| f["fired"].as_u64().unwrap_or(0)).sum::<u64>())
+            v["faults"].as_array().map(|a| {
+                a.iter()
+                    .map(|f| f["fired"].as_u64().unwrap_or(0))
+                    .sum::<u64>()
+            })
         }),
         Err(_) => None,
     };
     if let Some(n) = fired {
-        say(format!("rate limited {n} time(s) during submission: retried automatically, no task lost"));
+        say(format!(
+            "rate limited {n} time(s) during submission: retried automatically, no task lost"
+        ));
     }
     say("watching...".into());
-    let w = WaitArgs { timeout: Duration::from_secs(60), interval: Duration::from_millis(500), jsonl: false };
-    let watch_out = Out { tty: out.tty, color: out.color, quiet: out.quiet || !out.tty };
-    let (last, _) = watch_tasks(&client, TaskKind::ImageGeneration, ids.clone(), &w, &watch_out).await;
+    let w = WaitArgs {
+        timeout: Duration::from_secs(60),
+        interval: Duration::from_millis(500),
+        jsonl: false,
+    };
+    let (last, _) = watch_tasks(
+        &client,
+        TaskKind::ImageGeneration,
+        ids.clone(),
+        &w,
+        out,
+        true,
+    )
+    .await;
 
     println!();
-    println!("{:<28} {:<10} {:<32} {}", "TASK", "STATUS", "MESSAGE", "RESULT");
+    println!(
+        "{:<28} {:<10} {:<32} {}",
+        "TASK", "STATUS", "MESSAGE", "RESULT"
+    );
     let mut ok = true;
     let mut succeeded = Vec::new();
     for id in &ids {
         match last.get(id) {
             Some(Ok(t)) => {
-                let expected = if designed_fail.contains(id) { TaskStatus::Failed } else { TaskStatus::Succeed };
+                let expected = if designed_fail.contains(id) {
+                    TaskStatus::Failed
+                } else {
+                    TaskStatus::Succeed
+                };
                 if t.status != expected {
                     ok = false;
                 }
@@ -640,11 +715,21 @@ async fn demo(g: &Global, out: &Out, dir: PathBuf) -> Result<u8, Error> {
                     Some(u) => format!("{} image(s) {u}", urls.len()),
                     None => "-".into(),
                 };
-                let mut msg = t.status_msg.clone().unwrap_or_else(|| "-".into());
+                let mut msg = t
+                    .status_msg
+                    .clone()
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| "-".into());
                 if designed_fail.contains(id) && t.status == TaskStatus::Failed {
                     msg.push_str(" (failed by design)");
                 }
-                println!("{:<28} {:<10} {:<32} {}", id, out.status(&t.status), msg, result);
+                println!(
+                    "{:<28} {:<10} {:<32} {}",
+                    id,
+                    out.status(&t.status),
+                    msg,
+                    result
+                );
                 if t.status == TaskStatus::Succeed {
                     succeeded.push(t.clone());
                 }
@@ -666,7 +751,7 @@ async fn demo(g: &Global, out: &Out, dir: PathBuf) -> Result<u8, Error> {
             Ok(p) => files += p.len(),
             Err(e) => {
                 ok = false;
-                eprintln!("{}: {}", t.id, error_line(&e));
+                eprintln!("{} (task {})", error_line(&e), t.id);
             }
         }
     }

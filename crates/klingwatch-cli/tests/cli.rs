@@ -1,0 +1,224 @@
+//! End-to-end tests of the `klingwatch` binary against an in-test emulator.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use klingwatch_mock::{BlockingMockServer, MockConfig, MockServer, Timing};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_klingwatch");
+
+fn server() -> BlockingMockServer {
+    let mut c = MockConfig::default();
+    c.timing = Timing {
+        processing_after: Duration::from_millis(200),
+        finish_after: Duration::from_millis(600),
+        time_scale: 1.0,
+    };
+    MockServer::start_blocking(c).expect("start emulator")
+}
+
+fn seed(url: &str, body: Value) -> String {
+    klingwatch::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let v: Value = reqwest::Client::new()
+            .post(format!("{url}/__mock/tasks"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["task_id"]
+            .as_str()
+            .expect("task_id in seeded task")
+            .to_string()
+    })
+}
+
+fn cmd(url: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("KLING_ACCESS_KEY")
+        .env_remove("KLING_SECRET_KEY")
+        .env_remove("KLING_API_KEY")
+        .env_remove("KLING_BASE_URL")
+        .env_remove("KLING_REGION")
+        .env("KLING_BASE_URL", url)
+        .env("KLING_ACCESS_KEY", klingwatch_mock::DEFAULT_ACCESS_KEY)
+        .env("KLING_SECRET_KEY", klingwatch_mock::DEFAULT_SECRET_KEY);
+    c
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn demo_exits_zero_and_reports_the_designed_failure() {
+    let dir = std::env::temp_dir().join(format!("klingwatch-cli-test-demo-{}", std::process::id()));
+    let o = Command::new(BIN)
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .env_remove("KLING_ACCESS_KEY")
+        .env_remove("KLING_SECRET_KEY")
+        .env_remove("KLING_API_KEY")
+        .env_remove("KLING_BASE_URL")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("failed"), "{out}");
+    assert!(out.contains("by design"), "{out}");
+    assert!(out.contains("rate limited 1"), "{out}");
+    assert!(
+        !out.contains("\x1b["),
+        "escape codes in non-TTY output: {out}"
+    );
+    assert!(std::fs::read_dir(&dir).unwrap().count() > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn status_jsonl_of_a_seeded_task() {
+    let s = server();
+    let id = seed(&s.url(), json!({"status": "succeed"}));
+    let o = cmd(&s.url())
+        .args(["status", &id, "--jsonl"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let v: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(v["id"], id);
+    assert_eq!(v["status"], "succeed");
+    assert!(!out.contains("\x1b["));
+    // Plain form has no escape codes either.
+    let o = cmd(&s.url()).args(["status", &id]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("\x1b["));
+}
+
+#[test]
+fn unknown_id_exits_4() {
+    let s = server();
+    let o = cmd(&s.url())
+        .args(["status", "123456789012345678"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{out}\n{err}");
+    assert!(err.contains("not_found"), "{err}");
+}
+
+#[test]
+fn wrong_credentials_exit_3_without_leaking_the_secret() {
+    let s = server();
+    let o = cmd(&s.url())
+        .env("KLING_SECRET_KEY", "definitely-wrong-secret")
+        .args(["status", "123456789012345678"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}\n{err}");
+    assert!(err.starts_with("error: authentication"), "{err}");
+    assert!(!err.contains("definitely-wrong-secret") && !out.contains("definitely-wrong-secret"));
+}
+
+#[test]
+fn no_credentials_exit_2() {
+    let o = Command::new(BIN)
+        .env_clear()
+        .args(["status", "123456789012345678"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    assert!(err.starts_with("error: config"), "{err}");
+}
+
+#[test]
+fn waiting_on_a_failed_task_exits_1() {
+    let s = server();
+    let id = seed(&s.url(), json!({"status": "failed", "status_msg": "nope"}));
+    let o = cmd(&s.url())
+        .args(["wait", &id, "--interval", "100ms"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let v: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(v["status"], "failed");
+}
+
+#[test]
+fn wait_timeout_exits_5() {
+    let s = server();
+    let id = seed(&s.url(), json!({"status": "processing"}));
+    let o = cmd(&s.url())
+        .args([
+            "wait",
+            &id,
+            "--timeout",
+            "1s",
+            "--interval",
+            "200ms",
+            "--jsonl",
+        ])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(5), "{out}\n{err}");
+}
+
+#[test]
+fn submit_and_wait_succeeds() {
+    let s = server();
+    let o = cmd(&s.url())
+        .args([
+            "submit",
+            "--prompt",
+            "a cat",
+            "--wait",
+            "--interval",
+            "100ms",
+        ])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("succeed"), "{out}");
+}
+
+#[test]
+fn token_is_a_three_part_jwt() {
+    let o = Command::new(BIN)
+        .env_clear()
+        .env("KLING_ACCESS_KEY", "ak")
+        .env("KLING_SECRET_KEY", "sk-secret")
+        .arg("token")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let tok = out.trim();
+    assert_eq!(tok.split('.').count(), 3, "{tok}");
+    assert!(tok.split('.').all(|p| !p.is_empty()));
+}
+
+#[test]
+fn bad_duration_is_a_usage_error() {
+    let o = Command::new(BIN)
+        .args(["wait", "1", "--timeout", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
