@@ -96,6 +96,14 @@ enum Command {
         #[command(flatten)]
         w: WaitArgs,
     },
+    /// Like `wait`, for many ids read from a file or stdin (`-`), one per line
+    Watch {
+        /// File of task ids (one per line; `-` for stdin)
+        #[arg(long)]
+        ids_from: String,
+        #[command(flatten)]
+        w: WaitArgs,
+    },
     /// Print a signed JWT for the configured credentials
     Token,
     /// Run the Kling API emulator
@@ -392,7 +400,28 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Wait { ids, w } => {
             let kind = parse_kind(&g)?;
             let client = build_client(&g, None)?;
-            let (_, code) = watch_tasks(&client, kind, ids, &w, &out, false).await;
+            let (_, code) = watch_tasks(&client, kind, ids, &w, &out, false, true).await;
+            Ok(code)
+        }
+        Command::Watch { ids_from, w } => {
+            let kind = parse_kind(&g)?;
+            let text = if ids_from == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&ids_from)
+            }
+            .map_err(|e| Error::config(format!("cannot read ids from {ids_from}: {e}")))?;
+            let ids: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect();
+            if ids.is_empty() {
+                return Err(Error::invalid(format!("no task ids in {ids_from}")));
+            }
+            let client = build_client(&g, None)?;
+            let (_, code) = watch_tasks(&client, kind, ids, &w, &out, false, true).await;
             Ok(code)
         }
         Command::List {
@@ -456,7 +485,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             }
             if wait {
                 let (_, code) =
-                    watch_tasks(&client, kind, vec![task.id.clone()], &w, &out, false).await;
+                    watch_tasks(&client, kind, vec![task.id.clone()], &w, &out, false, true).await;
                 return Ok(code);
             }
             Ok(0)
@@ -489,8 +518,86 @@ async fn run(cli: Cli) -> Result<u8, Error> {
     }
 }
 
+/// Prints the summary table; true when every task ended as expected (failed when its id is
+/// in `designed_fail`, succeeded otherwise).
+fn print_table(
+    out: &Out,
+    ids: &[String],
+    last: &BTreeMap<String, Result<Task, Error>>,
+    designed_fail: &std::collections::HashSet<String>,
+) -> bool {
+    println!();
+    println!("{:<20} {:<10} {:<40} RESULT", "TASK", "STATUS", "MESSAGE");
+    let mut ok = true;
+    let mut seen = std::collections::HashSet::new();
+    for id in ids {
+        if !seen.insert(id) {
+            continue;
+        }
+        match last.get(id) {
+            Some(Ok(t)) => {
+                let expected = if designed_fail.contains(id) {
+                    TaskStatus::Failed
+                } else {
+                    TaskStatus::Succeed
+                };
+                if t.status != expected {
+                    ok = false;
+                }
+                let urls: Vec<&str> = t.result_urls().collect();
+                let result = match urls.first() {
+                    Some(u) => format!("{} image(s) {u}", urls.len()),
+                    None => "-".into(),
+                };
+                let mut msg = t
+                    .status_msg
+                    .clone()
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| "-".into());
+                if designed_fail.contains(id) && t.status == TaskStatus::Failed {
+                    msg.push_str(" (failed by design)");
+                }
+                let st = format!("{:<10}", t.status.as_str());
+                let st = match t.status {
+                    TaskStatus::Succeed => out.paint(&st, "32"),
+                    TaskStatus::Failed => out.paint(&st, "31"),
+                    _ => out.paint(&st, "33"),
+                };
+                println!("{id:<20} {st} {msg:<40} {result}");
+            }
+            Some(Err(e)) => {
+                ok = false;
+                let st = out.paint(&format!("{:<10}", "error"), "31");
+                println!("{id:<20} {st} {}", error_line(e));
+            }
+            None => {
+                ok = false;
+                println!("{id:<20} {:<10} -", "unknown");
+            }
+        }
+    }
+    ok
+}
+
+fn age(t: &Task) -> String {
+    let Some(ms) = t.created_at_ms else {
+        return "-".into();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(ms);
+    let secs = ((now - ms) / 1000).max(0);
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        7200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
 fn print_task_line(out: &Out, t: &Task) {
-    let mut line = format!("{}  {}", t.id, out.status(&t.status));
+    let mut line = format!("{}  {}  {}", t.id, out.status(&t.status), age(t));
     if let Some(m) = t.status_msg.as_deref().filter(|m| !m.is_empty()) {
         line.push_str(&format!("  {m}"));
     }
@@ -509,6 +616,7 @@ async fn watch_tasks(
     w: &WaitArgs,
     out: &Out,
     plain_when_not_tty: bool,
+    print_summary: bool,
 ) -> (BTreeMap<String, Result<Task, Error>>, u8) {
     let opts = WatchOptions {
         timeout: w.timeout,
@@ -520,7 +628,7 @@ async fn watch_tasks(
     let plain = !jsonl && !out.tty;
     let bars = (!jsonl && !plain && !out.quiet).then(|| {
         let mp = MultiProgress::new();
-        let style = ProgressStyle::with_template("{spinner} {prefix} {msg}")
+        let style = ProgressStyle::with_template("{spinner} {prefix} [{elapsed:>4}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
         let map: BTreeMap<String, ProgressBar> = ids
             .iter()
@@ -585,13 +693,15 @@ async fn watch_tasks(
         }
     }
     let _ = std::io::stdout().flush();
-    if let Some((mp, _)) = bars {
-        let _ = mp.clear();
-        for r in last.values() {
-            if let Ok(t) = r {
-                print_task_line(out, t);
+    if let Some((_mp, map)) = bars {
+        for pb in map.values() {
+            if !pb.is_finished() {
+                pb.finish();
             }
         }
+    }
+    if !jsonl && print_summary {
+        print_table(out, &ids, &last, &std::collections::HashSet::new());
     }
     let mut code = 0u8;
     for r in last.values() {
@@ -689,61 +799,19 @@ async fn demo(g: &Global, out: &Out, dir: PathBuf) -> Result<u8, Error> {
         &w,
         out,
         true,
+        false,
     )
     .await;
 
-    println!();
-    println!(
-        "{:<28} {:<10} {:<32} {}",
-        "TASK", "STATUS", "MESSAGE", "RESULT"
-    );
-    let mut ok = true;
-    let mut succeeded = Vec::new();
-    for id in &ids {
-        match last.get(id) {
-            Some(Ok(t)) => {
-                let expected = if designed_fail.contains(id) {
-                    TaskStatus::Failed
-                } else {
-                    TaskStatus::Succeed
-                };
-                if t.status != expected {
-                    ok = false;
-                }
-                let urls: Vec<&str> = t.result_urls().collect();
-                let result = match urls.first() {
-                    Some(u) => format!("{} image(s) {u}", urls.len()),
-                    None => "-".into(),
-                };
-                let mut msg = t
-                    .status_msg
-                    .clone()
-                    .filter(|m| !m.is_empty())
-                    .unwrap_or_else(|| "-".into());
-                if designed_fail.contains(id) && t.status == TaskStatus::Failed {
-                    msg.push_str(" (failed by design)");
-                }
-                println!(
-                    "{:<28} {:<10} {:<32} {}",
-                    id,
-                    out.status(&t.status),
-                    msg,
-                    result
-                );
-                if t.status == TaskStatus::Succeed {
-                    succeeded.push(t.clone());
-                }
-            }
-            Some(Err(e)) => {
-                ok = false;
-                println!("{:<28} {:<10} {}", id, "error", error_line(e));
-            }
-            None => {
-                ok = false;
-                println!("{:<28} {:<10}", id, "unknown");
-            }
-        }
-    }
+    let ok_table = print_table(out, &ids, &last, &designed_fail);
+    let mut ok = ok_table;
+    let succeeded: Vec<Task> = ids
+        .iter()
+        .filter_map(|id| match last.get(id) {
+            Some(Ok(t)) if t.status == TaskStatus::Succeed => Some(t.clone()),
+            _ => None,
+        })
+        .collect();
     println!();
     let mut files = 0;
     for t in &succeeded {

@@ -222,3 +222,50 @@ fn bad_duration_is_a_usage_error() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn watch_ids_from_stdin_list_and_download() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let s = server();
+    let a = seed(&s.url(), json!({"status": "succeed", "n": 2}));
+    let b = seed(&s.url(), json!({"status": "succeed"}));
+    let mut child = cmd(&s.url())
+        .args(["watch", "--ids-from", "-", "--interval", "100ms"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{a}\n{b}\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+
+    let o = cmd(&s.url())
+        .args(["list", "--jsonl", "--status", "succeed"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let o = cmd(&s.url()).args(["list", "--all"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&a));
+
+    let dir = std::env::temp_dir().join(format!("klingwatch-cli-test-dl-{}", std::process::id()));
+    let o = cmd(&s.url())
+        .args(["download", &a, "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
