@@ -104,6 +104,8 @@ enum Command {
         #[command(flatten)]
         w: WaitArgs,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
     /// Print a signed JWT for the configured credentials
     Token,
     /// Run the Kling API emulator
@@ -348,6 +350,12 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             klingwatch_mock::run(args)
                 .await
                 .map_err(|e| Error::config(format!("emulator: {e}")))?;
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "klingwatch", &mut std::io::stdout());
             Ok(0)
         }
         Command::Demo { dir } => demo(&g, &out, dir).await,
