@@ -282,3 +282,40 @@ fn completions_and_help() {
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("130"));
 }
+
+#[test]
+fn jsonl_schema_and_network_error_exit_6() {
+    let s = server();
+    let id = seed(&s.url(), json!({"status": "succeed"}));
+    let o = cmd(&s.url())
+        .args(["status", &id, "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let obj = v[0].as_object().unwrap();
+    let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "kind",
+            "status",
+            "status_msg",
+            "external_task_id",
+            "created_at_ms",
+            "updated_at_ms",
+            "urls"
+        ]
+    );
+    assert_eq!(obj["kind"], "image_generation");
+    assert!(obj["urls"].is_array());
+
+    let o = cmd("http://127.0.0.1:1")
+        .args(["status", "123456789012345678", "--max-retries", "0"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(6), "{out}\n{err}");
+    assert!(err.starts_with("error: connection"), "{err}");
+}
