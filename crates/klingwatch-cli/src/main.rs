@@ -196,7 +196,7 @@ struct Out {
 impl Out {
     fn new(quiet: bool) -> Out {
         let tty = std::io::stdout().is_terminal();
-        let color = tty && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty());
+        let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         Out { tty, color, quiet }
     }
     fn paint(&self, s: &str, code: &str) -> String {
@@ -725,11 +725,13 @@ async fn watch_tasks(
 }
 
 async fn demo(g: &Global, out: &Out, dir: PathBuf) -> Result<u8, Error> {
-    let mut config = klingwatch_mock::MockConfig::default();
-    config.timing = klingwatch_mock::Timing {
-        processing_after: Duration::from_secs(1),
-        finish_after: Duration::from_secs(3),
-        time_scale: 1.0,
+    let config = klingwatch_mock::MockConfig {
+        timing: klingwatch_mock::Timing {
+            processing_after: Duration::from_secs(1),
+            finish_after: Duration::from_secs(3),
+            time_scale: 1.0,
+        },
+        ..Default::default()
     };
     let server = klingwatch_mock::MockServer::start(config)
         .await

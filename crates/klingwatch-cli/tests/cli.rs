@@ -9,11 +9,13 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_klingwatch");
 
 fn server() -> BlockingMockServer {
-    let mut c = MockConfig::default();
-    c.timing = Timing {
-        processing_after: Duration::from_millis(200),
-        finish_after: Duration::from_millis(600),
-        time_scale: 1.0,
+    let c = MockConfig {
+        timing: Timing {
+            processing_after: Duration::from_millis(200),
+            finish_after: Duration::from_millis(600),
+            time_scale: 1.0,
+        },
+        ..Default::default()
     };
     MockServer::start_blocking(c).expect("start emulator")
 }
