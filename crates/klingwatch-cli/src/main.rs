@@ -833,7 +833,8 @@ async fn demo(g: &Global, out: &Out, dir: PathBuf) -> Result<u8, Error> {
             }
         }
     }
-    println!("downloaded {files} file(s) to {}", dir.display());
+    let shown = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+    println!("downloaded {files} file(s) to {}", shown.display());
     println!(
         "to use the real API: export KLING_ACCESS_KEY=... KLING_SECRET_KEY=... then run e.g. `klingwatch submit --prompt \"...\" --wait`"
     );
