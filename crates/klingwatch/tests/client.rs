@@ -142,13 +142,16 @@ async fn concurrent_calls_share_one_token() {
     let h = H::start().await;
     let id = h.seed_status("processing").await;
     let client = h.client();
-    let futs = (0..200).map(|_| {
-        let c = client.clone();
-        let id = id.clone();
-        async move { c.get_image_task(&id).await }
-    });
-    let results = futures::future::join_all(futs).await;
-    assert!(results.iter().all(|r| r.as_ref().is_ok_and(|t| t.status == TaskStatus::Processing)));
+    // Spawned, so that calls really run in parallel on both worker threads.
+    let handles: Vec<_> = (0..200)
+        .map(|_| {
+            let c = client.clone();
+            let id = id.clone();
+            tokio::spawn(async move { c.get_image_task(&id).await })
+        })
+        .collect();
+    let results = futures::future::join_all(handles).await;
+    assert!(results.iter().all(|r| r.as_ref().unwrap().as_ref().is_ok_and(|t| t.status == TaskStatus::Processing)));
     assert_eq!(client.token_provider().signatures(), 1);
     assert_eq!(h.count(&id).await, 200);
 }
