@@ -324,3 +324,50 @@ async fn list_paging_is_validated_and_iterated() {
     let lists = h.requests().await.into_iter().filter(|r| r["path"] == IMG).count();
     assert_eq!(lists, 4);
 }
+
+/// A clock slow enough that concurrent callers all miss the token cache at once.
+struct SlowClock;
+
+impl klingwatch::Clock for SlowClock {
+    fn now_unix(&self) -> i64 {
+        std::thread::sleep(Duration::from_millis(3));
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cache_misses_sign_once() {
+    let h = H::start().await;
+    let id = h.seed_status("succeed").await;
+    let client = h.builder().clock(Arc::new(SlowClock)).build().unwrap();
+    let handles: Vec<_> = (0..40)
+        .map(|_| {
+            let c = client.clone();
+            let id = id.clone();
+            tokio::spawn(async move { c.get_image_task(&id).await })
+        })
+        .collect();
+    for r in futures::future::join_all(handles).await {
+        r.unwrap().unwrap();
+    }
+    assert_eq!(client.token_provider().signatures(), 1, "single-flight signing");
+
+    // Same from plain OS threads released together on a fresh client.
+    let client = h.builder().clock(Arc::new(SlowClock)).build().unwrap();
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let c = client.clone();
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                b.wait();
+                c.token().unwrap()
+            })
+        })
+        .collect();
+    let tokens: std::collections::HashSet<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(client.token_provider().signatures(), 1, "single-flight signing across threads");
+    client.get_image_task(&id).await.unwrap();
+    assert_eq!(client.token_provider().signatures(), 1);
+}
