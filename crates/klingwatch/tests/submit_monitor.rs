@@ -115,7 +115,8 @@ async fn wait_reaches_succeed_with_one_update_per_status() {
     fast_lifecycle(&h).await;
     let client = h.client();
     let t = client.create_image_task(&ImageGenerationRequest::new("fox")).await.unwrap();
-    let seen: Arc<Mutex<Vec<(Option<TaskStatus>, TaskStatus)>>> = Arc::default();
+    type Seen = Vec<(Option<TaskStatus>, TaskStatus)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let s2 = seen.clone();
     let opts = WaitOptions {
         on_update: Some(Arc::new(move |u: &klingwatch::TaskUpdate| {
