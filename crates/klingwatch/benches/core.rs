@@ -16,7 +16,14 @@ struct Envelope {
 
 fn benches(c: &mut Criterion) {
     c.bench_function("sign_jwt (fresh)", |b| {
-        b.iter(|| sign_jwt(black_box("AK_TEST_0001"), black_box("SK_TEST_SECRET_0001"), black_box(1_764_000_000), 1800))
+        b.iter(|| {
+            sign_jwt(
+                black_box("AK_TEST_0001"),
+                black_box("SK_TEST_SECRET_0001"),
+                black_box(1_764_000_000),
+                1800,
+            )
+        })
     });
     let client = Client::builder()
         .access_key("AK_TEST_0001")
@@ -27,7 +34,9 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
     client.token().unwrap();
-    c.bench_function("token (cached)", |b| b.iter(|| client.token_provider().token()));
+    c.bench_function("token (cached)", |b| {
+        b.iter(|| client.token_provider().token())
+    });
     c.bench_function("parse sample body (envelope + task)", |b| {
         b.iter(|| {
             let env: Envelope = serde_json::from_str(black_box(BODY)).unwrap();

@@ -75,7 +75,10 @@ impl fmt::Debug for Credentials {
 impl Credentials {
     /// AccessKey/SecretKey credentials.
     pub fn access_key(access_key: impl Into<String>, secret_key: impl Into<String>) -> Credentials {
-        Credentials::AccessKey { access_key: access_key.into(), secret_key: Secret::new(secret_key) }
+        Credentials::AccessKey {
+            access_key: access_key.into(),
+            secret_key: Secret::new(secret_key),
+        }
     }
 
     /// Static API key credentials.
@@ -98,8 +101,17 @@ impl Credentials {
         secret_key: Option<&str>,
         api_key: Option<&str>,
     ) -> Result<Credentials> {
-        let clean = |v: Option<&str>| v.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-        let env = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let clean = |v: Option<&str>| {
+            v.map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let env = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let (ak, sk, key) = (clean(access_key), clean(secret_key), clean(api_key));
         if ak.is_some() || sk.is_some() {
             let ak = ak.or_else(|| env(ENV_ACCESS_KEY));
@@ -208,7 +220,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_unix(&self) -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
     }
 }
 
@@ -264,7 +279,10 @@ pub struct TokenProvider {
 }
 
 enum Mode {
-    Jwt { access_key: String, key: EncodingKey },
+    Jwt {
+        access_key: String,
+        key: EncodingKey,
+    },
     Static(HeaderValue),
 }
 
@@ -275,33 +293,51 @@ impl fmt::Debug for TokenProvider {
             Mode::Jwt { access_key, .. } => d.field("access_key", access_key),
             Mode::Static(_) => d.field("api_key", &"***"),
         };
-        d.field("ttl", &self.ttl).field("margin", &self.margin).finish()
+        d.field("ttl", &self.ttl)
+            .field("margin", &self.margin)
+            .finish()
     }
 }
 
 fn bearer(token: &str) -> Result<HeaderValue> {
-    let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| Error::config("the credential contains characters not allowed in an HTTP header"))?;
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        Error::config("the credential contains characters not allowed in an HTTP header")
+    })?;
     v.set_sensitive(true);
     Ok(v)
 }
 
 impl TokenProvider {
     /// A provider for `credentials`, with token lifetime `ttl_secs` and re-sign `margin`.
-    pub fn new(credentials: &Credentials, clock: Arc<dyn Clock>, ttl_secs: i64, margin: Duration) -> Result<TokenProvider> {
+    pub fn new(
+        credentials: &Credentials,
+        clock: Arc<dyn Clock>,
+        ttl_secs: i64,
+        margin: Duration,
+    ) -> Result<TokenProvider> {
         if ttl_secs <= 0 {
             return Err(Error::config("the token lifetime must be positive"));
         }
         let margin = margin.as_secs() as i64;
         if margin >= ttl_secs {
-            return Err(Error::config("the token refresh margin must be shorter than its lifetime"));
+            return Err(Error::config(
+                "the token refresh margin must be shorter than its lifetime",
+            ));
         }
         let mode = match credentials {
-            Credentials::AccessKey { access_key, secret_key } => {
+            Credentials::AccessKey {
+                access_key,
+                secret_key,
+            } => {
                 if access_key.is_empty() || secret_key.expose().is_empty() {
-                    return Err(Error::config("AccessKey and SecretKey must both be non-empty"));
+                    return Err(Error::config(
+                        "AccessKey and SecretKey must both be non-empty",
+                    ));
                 }
-                Mode::Jwt { access_key: access_key.clone(), key: signing_key(secret_key.expose())? }
+                Mode::Jwt {
+                    access_key: access_key.clone(),
+                    key: signing_key(secret_key.expose())?,
+                }
             }
             Credentials::ApiKey(key) => {
                 if key.expose().is_empty() {
@@ -329,7 +365,9 @@ impl TokenProvider {
     /// The `Authorization` header value and its generation (used to re-sign once after a 401).
     pub(crate) fn authorization(&self) -> Result<(HeaderValue, u64)> {
         let Mode::Jwt { access_key, key } = &self.mode else {
-            let Mode::Static(h) = &self.mode else { unreachable!() };
+            let Mode::Static(h) = &self.mode else {
+                unreachable!()
+            };
             return Ok((h.clone(), 0));
         };
         let now = self.clock.now_unix();
@@ -344,7 +382,11 @@ impl TokenProvider {
         }
         let token = sign_with(key, access_key, now, self.ttl)?;
         let generation = self.signatures.fetch_add(1, Ordering::SeqCst) + 1;
-        let cached = Cached { header: bearer(&token)?, refresh_after: now + self.ttl - self.margin, generation };
+        let cached = Cached {
+            header: bearer(&token)?,
+            refresh_after: now + self.ttl - self.margin,
+            generation,
+        };
         *self.cache.write().unwrap_or_else(|p| p.into_inner()) = Some(cached.clone());
         tracing::debug!(generation, "signed a new Kling token");
         Ok((cached.header, generation))
@@ -353,7 +395,9 @@ impl TokenProvider {
     /// The current bearer token (signing one if needed).
     pub fn token(&self) -> Result<String> {
         let (h, _) = self.authorization()?;
-        let s = h.to_str().map_err(|_| Error::config("token is not ASCII"))?;
+        let s = h
+            .to_str()
+            .map_err(|_| Error::config("token is not ASCII"))?;
         Ok(s.strip_prefix("Bearer ").unwrap_or(s).to_owned())
     }
 

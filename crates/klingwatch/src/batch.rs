@@ -15,8 +15,17 @@ impl Client {
     /// Reads many tasks at once: one `Ok(task)` or `Err(error)` per input id, in input
     /// order (a bad id never fails the batch). Duplicate ids are queried once; at most
     /// `concurrency` queries are in flight (0 means the default, 16).
-    pub async fn get_many<S: AsRef<str>>(&self, kind: TaskKind, ids: &[S], concurrency: usize) -> Vec<Result<Task>> {
-        let concurrency = if concurrency == 0 { DEFAULT_CONCURRENCY } else { concurrency };
+    pub async fn get_many<S: AsRef<str>>(
+        &self,
+        kind: TaskKind,
+        ids: &[S],
+        concurrency: usize,
+    ) -> Vec<Result<Task>> {
+        let concurrency = if concurrency == 0 {
+            DEFAULT_CONCURRENCY
+        } else {
+            concurrency
+        };
         let mut first: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
         let mut unique: Vec<&str> = Vec::with_capacity(ids.len());
         let slot_of: Vec<usize> = ids

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::auth::{Clock, Credentials, SystemClock, TokenProvider, DEFAULT_REFRESH_MARGIN, DEFAULT_TTL_SECS};
+use crate::auth::{
+    Clock, Credentials, SystemClock, TokenProvider, DEFAULT_REFRESH_MARGIN, DEFAULT_TTL_SECS,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::{parse_retry_after, should_retry, Idempotency, RetryBudget, RetryPolicy};
 use crate::task::{json_type, validate_task_id, Task, TaskKind};
@@ -58,7 +60,9 @@ impl std::str::FromStr for Region {
         match s.trim().to_ascii_lowercase().as_str() {
             "global" | "singapore" | "intl" => Ok(Region::Global),
             "china" | "cn" | "beijing" => Ok(Region::China),
-            other => Err(Error::config(format!("unknown region {other:?}; expected \"global\" or \"china\""))),
+            other => Err(Error::config(format!(
+                "unknown region {other:?}; expected \"global\" or \"china\""
+            ))),
         }
     }
 }
@@ -255,10 +259,14 @@ impl ClientBuilder {
         let parsed = url::Url::parse(base.trim())
             .map_err(|e| Error::config(format!("invalid base URL {base:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(Error::config(format!("invalid base URL {base:?}: expected http(s)://host[:port]")));
+            return Err(Error::config(format!(
+                "invalid base URL {base:?}: expected http(s)://host[:port]"
+            )));
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(Error::config("the base URL must not have a query or fragment"));
+            return Err(Error::config(
+                "the base URL must not have a query or fragment",
+            ));
         }
         let base_url = parsed.as_str().trim_end_matches('/').to_owned();
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
@@ -280,15 +288,17 @@ impl ClientBuilder {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| Error::config(format!("the CA certificate is not valid PEM: {e}")))?;
             if certs.is_empty() {
-                return Err(Error::config("the CA certificate file holds no certificate"));
+                return Err(Error::config(
+                    "the CA certificate file holds no certificate",
+                ));
             }
             for cert in certs {
                 http = http.add_root_certificate(cert);
             }
         }
-        let http = http
-            .build()
-            .map_err(|e| Error::config(format!("cannot build the HTTP client: {e}")).with_source(e))?;
+        let http = http.build().map_err(|e| {
+            Error::config(format!("cannot build the HTTP client: {e}")).with_source(e)
+        })?;
         let budget = RetryBudget::new(self.retry.budget_capacity, self.retry.budget_ratio);
         Ok(Client {
             inner: Arc::new(Inner {
@@ -297,7 +307,9 @@ impl ClientBuilder {
                 auth,
                 budget,
                 retry: self.retry,
-                create_slots: self.max_creates_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+                create_slots: self
+                    .max_creates_in_flight
+                    .map(|n| Arc::new(Semaphore::new(n))),
                 auto_external_task_id: self.auto_external_task_id,
                 external_id_lookup: self.external_id_lookup,
                 max_body_bytes: self.max_body_bytes,
@@ -361,7 +373,14 @@ pub(crate) struct Call<'a> {
 
 impl<'a> Call<'a> {
     pub(crate) fn get(path: String) -> Self {
-        Call { method: Method::GET, path, query: Vec::new(), body: None, idempotency: Idempotency::Read, task_id: None }
+        Call {
+            method: Method::GET,
+            path,
+            query: Vec::new(),
+            body: None,
+            idempotency: Idempotency::Read,
+            task_id: None,
+        }
     }
 }
 
@@ -377,7 +396,10 @@ fn snippet(body: &[u8]) -> String {
         return "empty body".to_owned();
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     let clean = clean.split_whitespace().collect::<Vec<_>>().join(" ");
     let short: String = clean.chars().take(120).collect();
     format!("non-JSON body: {short:?}")
@@ -393,13 +415,26 @@ pub(crate) fn transport_error(e: reqwest::Error) -> Error {
     }
     let e = e.without_url();
     if e.is_timeout() {
-        Error::new(ErrorKind::Timeout, "request timed out").with_retryable(true).with_source(e)
+        Error::new(ErrorKind::Timeout, "request timed out")
+            .with_retryable(true)
+            .with_source(e)
     } else if e.is_builder() {
-        Error::new(ErrorKind::Config, format!("cannot build the request: {detail}")).with_source(e)
+        Error::new(
+            ErrorKind::Config,
+            format!("cannot build the request: {detail}"),
+        )
+        .with_source(e)
     } else if e.is_connect() {
-        Error::new(ErrorKind::Connection, format!("connection failed: {detail}")).with_retryable(true).with_source(e)
+        Error::new(
+            ErrorKind::Connection,
+            format!("connection failed: {detail}"),
+        )
+        .with_retryable(true)
+        .with_source(e)
     } else {
-        Error::new(ErrorKind::Connection, format!("connection error: {detail}")).with_retryable(true).with_source(e)
+        Error::new(ErrorKind::Connection, format!("connection error: {detail}"))
+            .with_retryable(true)
+            .with_source(e)
     }
 }
 
@@ -441,28 +476,44 @@ impl Client {
 
     async fn send_once(&self, call: &Call<'_>, auth: HeaderValue) -> Result<Answer> {
         let url = format!("{}{}", self.inner.base_url, call.path);
-        let mut req = self.inner.http.request(call.method.clone(), url).header(AUTHORIZATION, auth);
+        let mut req = self
+            .inner
+            .http
+            .request(call.method.clone(), url)
+            .header(AUTHORIZATION, auth);
         if !call.query.is_empty() {
             req = req.query(&call.query);
         }
         if let Some(body) = &call.body {
-            req = req.header(CONTENT_TYPE, "application/json").body(body.clone());
+            req = req
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
         }
         let mut resp = req.send().await.map_err(transport_error)?;
         let status = resp.status().as_u16();
-        let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let cap = self.inner.max_body_bytes;
         if resp.content_length().is_some_and(|n| n as usize > cap) {
-            return Err(Error::new(ErrorKind::Decode, format!("response body larger than the {cap}-byte limit"))
-                .with_http_status(status));
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!("response body larger than the {cap}-byte limit"),
+            )
+            .with_http_status(status));
         }
         let mut body = BytesMut::new();
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > cap {
-                        return Err(Error::new(ErrorKind::Decode, format!("response body larger than the {cap}-byte limit"))
-                            .with_http_status(status));
+                        return Err(Error::new(
+                            ErrorKind::Decode,
+                            format!("response body larger than the {cap}-byte limit"),
+                        )
+                        .with_http_status(status));
                     }
                     body.extend_from_slice(&chunk);
                 }
@@ -471,9 +522,10 @@ impl Client {
             }
         }
         match serde_json::from_slice::<Envelope>(&body) {
-            Ok(env) if (200..300).contains(&status) && env.code == Some(0) => {
-                Ok(Answer { data: env.data.unwrap_or(Value::Null), request_id: env.request_id })
-            }
+            Ok(env) if (200..300).contains(&status) && env.code == Some(0) => Ok(Answer {
+                data: env.data.unwrap_or(Value::Null),
+                request_id: env.request_id,
+            }),
             Ok(env) => {
                 let code = env.code.filter(|c| *c != 0);
                 let message = env.message.unwrap_or_default();
@@ -482,14 +534,18 @@ impl Client {
                 } else {
                     message
                 };
-                Err(Error::from_api(status, code, &message, env.request_id).with_retry_after(retry_after))
+                Err(Error::from_api(status, code, &message, env.request_id)
+                    .with_retry_after(retry_after))
             }
             Err(e) if status >= 400 => Err(Error::from_api(status, None, &snippet(&body), None)
                 .with_retry_after(retry_after)
                 .with_source(e)),
             Err(e) => Err(Error::new(
                 ErrorKind::Decode,
-                format!("cannot decode the response (HTTP {status}): {e}; {}", snippet(&body)),
+                format!(
+                    "cannot decode the response (HTTP {status}): {e}; {}",
+                    snippet(&body)
+                ),
             )
             .with_http_status(status)
             .with_source(e)),
@@ -522,7 +578,10 @@ impl Client {
                 kind = err.kind().as_str(), code = ?err.kling_code(), status = ?err.http_status(),
                 "kling request failed"
             );
-            if matches!(err.kling_code(), Some(1003 | 1004)) && !resigned && inner.auth.invalidate(generation) {
+            if matches!(err.kling_code(), Some(1003 | 1004))
+                && !resigned
+                && inner.auth.invalidate(generation)
+            {
                 resigned = true;
                 continue;
             }
@@ -530,7 +589,11 @@ impl Client {
                 if inner.budget.try_withdraw() {
                     retries += 1;
                     let delay = inner.retry.delay(retries, &err);
-                    tracing::debug!(delay_ms = delay.as_millis() as u64, retry = retries, "retrying");
+                    tracing::debug!(
+                        delay_ms = delay.as_millis() as u64,
+                        retry = retries,
+                        "retrying"
+                    );
                     tokio::time::sleep(delay).await;
                     continue;
                 }
@@ -559,14 +622,19 @@ impl Client {
 
     /// Looks a task up by the caller's `external_task_id` (wire form per
     /// [`ExternalIdLookup`]).
-    pub async fn get_task_by_external_id(&self, kind: TaskKind, external_task_id: &str) -> Result<Task> {
+    pub async fn get_task_by_external_id(
+        &self,
+        kind: TaskKind,
+        external_task_id: &str,
+    ) -> Result<Task> {
         validate_task_id(external_task_id)
             .map_err(|e| Error::invalid(e.message().replace("task id", "external_task_id")))?;
         let call = match self.inner.external_id_lookup {
             ExternalIdLookup::Path => Call::get(format!("{}/{}", kind.path(), external_task_id)),
             ExternalIdLookup::Query => {
                 let mut c = Call::get(kind.path().to_owned());
-                c.query.push(("external_task_id", external_task_id.to_owned()));
+                c.query
+                    .push(("external_task_id", external_task_id.to_owned()));
                 c
             }
         };
@@ -574,7 +642,10 @@ impl Client {
         let data = match answer.data {
             Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
             Value::Array(_) => {
-                return Err(Error::new(ErrorKind::NotFound, format!("no task with external_task_id {external_task_id:?}")))
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no task with external_task_id {external_task_id:?}"),
+                ))
             }
             other => other,
         };
@@ -584,25 +655,39 @@ impl Client {
     /// One page of tasks, newest first. `page` in 1..=1000, `page_size` in 1..=500.
     pub async fn list_tasks(&self, kind: TaskKind, page: u32, page_size: u32) -> Result<Vec<Task>> {
         if !(1..=1000).contains(&page) {
-            return Err(Error::invalid(format!("page must be in 1..=1000, got {page}")));
+            return Err(Error::invalid(format!(
+                "page must be in 1..=1000, got {page}"
+            )));
         }
         if !(1..=500).contains(&page_size) {
-            return Err(Error::invalid(format!("page_size must be in 1..=500, got {page_size}")));
+            return Err(Error::invalid(format!(
+                "page_size must be in 1..=500, got {page_size}"
+            )));
         }
         let mut call = Call::get(kind.path().to_owned());
         call.query.push(("pageNum", page.to_string()));
         call.query.push(("pageSize", page_size.to_string()));
         let answer = self.execute(call).await?;
         match answer.data {
-            Value::Array(items) => items.into_iter().map(|v| Task::from_value(kind, v)).collect(),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| Task::from_value(kind, v))
+                .collect(),
             Value::Null => Ok(Vec::new()),
-            other => Err(Error::new(ErrorKind::Decode, format!("expected a list of tasks, got {}", json_type(&other)))),
+            other => Err(Error::new(
+                ErrorKind::Decode,
+                format!("expected a list of tasks, got {}", json_type(&other)),
+            )),
         }
     }
 
     /// Every task of `kind`, page by page (stops at the first short page, or page 1000).
     /// An error is yielded once and ends the stream.
-    pub fn iter_tasks(&self, kind: TaskKind, page_size: u32) -> impl Stream<Item = Result<Task>> + Send + 'static {
+    pub fn iter_tasks(
+        &self,
+        kind: TaskKind,
+        page_size: u32,
+    ) -> impl Stream<Item = Result<Task>> + Send + 'static {
         let client = self.clone();
         let state = (client, 1u32, false);
         futures::stream::unfold(state, move |(client, page, done)| async move {

@@ -66,7 +66,10 @@ pub struct ImageGenerationRequest {
 impl ImageGenerationRequest {
     /// A request with just a prompt.
     pub fn new(prompt: impl Into<String>) -> Self {
-        ImageGenerationRequest { prompt: prompt.into(), ..Default::default() }
+        ImageGenerationRequest {
+            prompt: prompt.into(),
+            ..Default::default()
+        }
     }
 
     /// The JSON body.
@@ -74,7 +77,9 @@ impl ImageGenerationRequest {
         match serde_json::to_value(self) {
             Ok(Value::Object(map)) => Ok(map),
             Ok(_) => Err(Error::invalid("the request is not a JSON object")),
-            Err(e) => Err(Error::invalid(format!("the request cannot be serialised: {e}"))),
+            Err(e) => Err(Error::invalid(format!(
+                "the request cannot be serialised: {e}"
+            ))),
         }
     }
 }
@@ -83,7 +88,9 @@ fn number_in(map: &Map<String, Value>, key: &str, lo: f64, hi: f64) -> Result<()
     match map.get(key) {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Number(n)) if n.as_f64().is_some_and(|f| (lo..=hi).contains(&f)) => Ok(()),
-        Some(v) => Err(Error::invalid(format!("{key} must be a number in [{lo}, {hi}], got {v}"))),
+        Some(v) => Err(Error::invalid(format!(
+            "{key} must be a number in [{lo}, {hi}], got {v}"
+        ))),
     }
 }
 
@@ -91,7 +98,10 @@ fn one_of(map: &Map<String, Value>, key: &str, allowed: &[&str]) -> Result<()> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(()),
         Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(()),
-        Some(v) => Err(Error::invalid(format!("{key} must be one of {}, got {v}", allowed.join(", ")))),
+        Some(v) => Err(Error::invalid(format!(
+            "{key} must be one of {}, got {v}",
+            allowed.join(", ")
+        ))),
     }
 }
 
@@ -104,19 +114,27 @@ pub fn validate_create_body(kind: TaskKind, map: &Map<String, Value>) -> Result<
         let Value::String(s) = v else {
             return Err(Error::invalid("external_task_id must be a string"));
         };
-        validate_task_id(s).map_err(|e| Error::invalid(e.message().replace("task id", "external_task_id")))?;
+        validate_task_id(s)
+            .map_err(|e| Error::invalid(e.message().replace("task id", "external_task_id")))?;
     }
     if let Some(v) = map.get("callback_url").filter(|v| !v.is_null()) {
-        let ok = v.as_str().and_then(|s| url::Url::parse(s).ok()).is_some_and(|u| matches!(u.scheme(), "http" | "https"));
+        let ok = v
+            .as_str()
+            .and_then(|s| url::Url::parse(s).ok())
+            .is_some_and(|u| matches!(u.scheme(), "http" | "https"));
         if !ok {
-            return Err(Error::invalid(format!("callback_url must be an http(s) URL, got {v}")));
+            return Err(Error::invalid(format!(
+                "callback_url must be an http(s) URL, got {v}"
+            )));
         }
     }
     if kind != TaskKind::ImageGeneration {
         return Ok(());
     }
     match map.get("prompt") {
-        Some(Value::String(p)) if p.trim().is_empty() => return Err(Error::invalid("prompt is empty")),
+        Some(Value::String(p)) if p.trim().is_empty() => {
+            return Err(Error::invalid("prompt is empty"))
+        }
         Some(Value::String(p)) if p.chars().count() > MAX_PROMPT_CHARS => {
             return Err(Error::invalid(format!(
                 "prompt is {} characters long; the limit is {MAX_PROMPT_CHARS}",
@@ -130,7 +148,11 @@ pub fn validate_create_body(kind: TaskKind, map: &Map<String, Value>) -> Result<
     match map.get("n") {
         None | Some(Value::Null) => {}
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| (1..=9).contains(&n)) => {}
-        Some(v) => return Err(Error::invalid(format!("n must be an integer in 1..=9, got {v}"))),
+        Some(v) => {
+            return Err(Error::invalid(format!(
+                "n must be an integer in 1..=9, got {v}"
+            )))
+        }
     }
     one_of(map, "aspect_ratio", &ASPECT_RATIOS)?;
     one_of(map, "resolution", &["1k", "2k"])?;
@@ -139,7 +161,9 @@ pub fn validate_create_body(kind: TaskKind, map: &Map<String, Value>) -> Result<
     number_in(map, "human_fidelity", 0.0, 1.0)?;
     if let Some(Value::String(img)) = map.get("image") {
         if img.starts_with("data:") {
-            return Err(Error::invalid("image must be a URL or raw base64 without a data: prefix"));
+            return Err(Error::invalid(
+                "image must be a URL or raw base64 without a data: prefix",
+            ));
         }
     }
     Ok(())
@@ -162,13 +186,28 @@ impl Client {
             return Err(Error::invalid("the create body must be a JSON object"));
         };
         validate_create_body(kind, &map)?;
-        if self.inner.auto_external_task_id && map.get("external_task_id").is_none_or(Value::is_null) {
-            map.insert("external_task_id".into(), Value::String(generated_external_id()));
+        if self.inner.auto_external_task_id
+            && map.get("external_task_id").is_none_or(Value::is_null)
+        {
+            map.insert(
+                "external_task_id".into(),
+                Value::String(generated_external_id()),
+            );
         }
-        let external = map.get("external_task_id").and_then(Value::as_str).map(str::to_owned);
-        let body = Bytes::from(serde_json::to_vec(&map).map_err(|e| Error::invalid(e.to_string()))?);
+        let external = map
+            .get("external_task_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let body =
+            Bytes::from(serde_json::to_vec(&map).map_err(|e| Error::invalid(e.to_string()))?);
         let _permit = match &self.inner.create_slots {
-            Some(slots) => Some(slots.clone().acquire_owned().await.map_err(|_| Error::new(ErrorKind::Cancelled, "client closed"))?),
+            Some(slots) => Some(
+                slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::new(ErrorKind::Cancelled, "client closed"))?,
+            ),
             None => None,
         };
         let mut unknown_before: Option<Error> = None;
@@ -214,10 +253,18 @@ impl Client {
                     tracing::info!(external_task_id = %ext, task_id = %task.id, "create answer lost; found the task by external_task_id");
                     return Ok(task);
                 }
-                Err(lookup) if lookup.kind() == ErrorKind::NotFound && rounds <= self.inner.retry.max_retries => {
+                Err(lookup)
+                    if lookup.kind() == ErrorKind::NotFound
+                        && rounds <= self.inner.retry.max_retries =>
+                {
                     tracing::info!(external_task_id = %ext, "create answer lost and no task exists; sending again");
                     unknown_before = Some(err);
-                    tokio::time::sleep(self.inner.retry.delay(rounds, unknown_before.as_ref().unwrap())).await;
+                    tokio::time::sleep(
+                        self.inner
+                            .retry
+                            .delay(rounds, unknown_before.as_ref().unwrap()),
+                    )
+                    .await;
                 }
                 Err(lookup) => {
                     let msg = format!(
@@ -235,6 +282,7 @@ impl Client {
 
     /// Creates an image-generation task.
     pub async fn create_image_task(&self, request: &ImageGenerationRequest) -> Result<Task> {
-        self.create_task(TaskKind::ImageGeneration, Value::Object(request.to_json()?)).await
+        self.create_task(TaskKind::ImageGeneration, Value::Object(request.to_json()?))
+            .await
     }
 }

@@ -157,7 +157,14 @@ const fn row(
         action,
         RetryAction::Backoff | RetryAction::BackoffMin1s | RetryAction::BackoffReadsOnly
     );
-    CodeInfo { code, http_status, kind, retryable, action, meaning }
+    CodeInfo {
+        code,
+        http_status,
+        kind,
+        retryable,
+        action,
+        meaning,
+    }
 }
 
 use ErrorKind as K;
@@ -165,27 +172,105 @@ use RetryAction as A;
 
 /// The business-code table: the single place where codes map to kinds and retry actions.
 pub const CODE_TABLE: &[CodeInfo] = &[
-    row(401, 1000, K::Authentication, A::None, "authentication failed"),
+    row(
+        401,
+        1000,
+        K::Authentication,
+        A::None,
+        "authentication failed",
+    ),
     row(401, 1001, K::Authentication, A::None, "authorization empty"),
-    row(401, 1002, K::Authentication, A::None, "authorization invalid"),
-    row(401, 1003, K::Authentication, A::ResignOnce, "token not yet valid"),
+    row(
+        401,
+        1002,
+        K::Authentication,
+        A::None,
+        "authorization invalid",
+    ),
+    row(
+        401,
+        1003,
+        K::Authentication,
+        A::ResignOnce,
+        "token not yet valid",
+    ),
     row(401, 1004, K::Authentication, A::ResignOnce, "token expired"),
     row(429, 1100, K::Account, A::None, "abnormal account status"),
     row(429, 1101, K::Account, A::None, "account in arrears"),
-    row(429, 1102, K::Account, A::None, "resource pack exhausted or expired"),
-    row(403, 1103, K::PermissionDenied, A::None, "no access to this API or model"),
-    row(400, 1200, K::InvalidRequest, A::None, "invalid request parameters"),
+    row(
+        429,
+        1102,
+        K::Account,
+        A::None,
+        "resource pack exhausted or expired",
+    ),
+    row(
+        403,
+        1103,
+        K::PermissionDenied,
+        A::None,
+        "no access to this API or model",
+    ),
+    row(
+        400,
+        1200,
+        K::InvalidRequest,
+        A::None,
+        "invalid request parameters",
+    ),
     row(400, 1201, K::InvalidRequest, A::None, "invalid parameter"),
     row(404, 1202, K::InvalidRequest, A::None, "invalid method"),
-    row(404, 1203, K::NotFound, A::None, "requested resource does not exist"),
+    row(
+        404,
+        1203,
+        K::NotFound,
+        A::None,
+        "requested resource does not exist",
+    ),
     row(400, 1300, K::Policy, A::None, "blocked by platform policy"),
-    row(400, 1301, K::Policy, A::None, "content security policy triggered"),
+    row(
+        400,
+        1301,
+        K::Policy,
+        A::None,
+        "content security policy triggered",
+    ),
     row(429, 1302, K::RateLimited, A::Backoff, "too many requests"),
-    row(429, 1303, K::RateLimited, A::BackoffMin1s, "over the concurrency limit"),
-    row(429, 1304, K::PermissionDenied, A::None, "IP whitelist policy"),
-    row(500, 5000, K::Server, A::BackoffReadsOnly, "server internal error"),
-    row(503, 5001, K::Server, A::BackoffReadsOnly, "temporarily unavailable"),
-    row(504, 5002, K::Server, A::BackoffReadsOnly, "server internal timeout"),
+    row(
+        429,
+        1303,
+        K::RateLimited,
+        A::BackoffMin1s,
+        "over the concurrency limit",
+    ),
+    row(
+        429,
+        1304,
+        K::PermissionDenied,
+        A::None,
+        "IP whitelist policy",
+    ),
+    row(
+        500,
+        5000,
+        K::Server,
+        A::BackoffReadsOnly,
+        "server internal error",
+    ),
+    row(
+        503,
+        5001,
+        K::Server,
+        A::BackoffReadsOnly,
+        "temporarily unavailable",
+    ),
+    row(
+        504,
+        5002,
+        K::Server,
+        A::BackoffReadsOnly,
+        "server internal timeout",
+    ),
 ];
 
 /// Looks a business code up in [`CODE_TABLE`].
@@ -284,7 +369,13 @@ impl Error {
             None => status_fallback(http_status),
         };
         let text = match code {
-            Some(c) => format!("{} (HTTP {}, code {}): {}", kind.as_str(), http_status, c, message),
+            Some(c) => format!(
+                "{} (HTTP {}, code {}): {}",
+                kind.as_str(),
+                http_status,
+                c,
+                message
+            ),
             None => format!("{} (HTTP {}): {}", kind.as_str(), http_status, message),
         };
         let mut e = Error::new(kind, text);
@@ -404,7 +495,8 @@ impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inner;
         let mut d = f.debug_struct("Error");
-        d.field("kind", &i.kind.as_str()).field("message", &i.message);
+        d.field("kind", &i.kind.as_str())
+            .field("message", &i.message);
         if let Some(v) = i.http_status {
             d.field("http_status", &v);
         }
@@ -423,7 +515,8 @@ impl fmt::Debug for Error {
         if let Some(v) = &i.last_status {
             d.field("last_status", &v.as_str());
         }
-        d.field("retryable", &i.retryable).field("attempts", &i.attempts);
+        d.field("retryable", &i.retryable)
+            .field("attempts", &i.attempts);
         if i.outcome_unknown {
             d.field("outcome_unknown", &true);
         }
@@ -433,6 +526,9 @@ impl fmt::Debug for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.inner.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+        self.inner
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
     }
 }

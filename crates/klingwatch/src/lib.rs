@@ -22,7 +22,9 @@ pub mod task;
 pub mod wait;
 
 pub use auth::{sign_jwt, Clock, Credentials, ManualClock, Secret, SystemClock, TokenProvider};
-pub use callback::{parse_callback, parse_callback_as, sign_webhook, verify_webhook, verify_webhook_at};
+pub use callback::{
+    parse_callback, parse_callback_as, sign_webhook, verify_webhook, verify_webhook_at,
+};
 pub use client::{Client, ClientBuilder, ExternalIdLookup, Region};
 pub use create::{validate_create_body, ImageGenerationRequest};
 pub use error::{Error, ErrorKind, Result, RetryAction, CODE_TABLE};

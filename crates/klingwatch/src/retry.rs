@@ -56,16 +56,21 @@ pub fn should_retry(err: &Error, idempotency: Idempotency) -> bool {
     }
     match idempotency {
         Idempotency::Read => true,
-        Idempotency::Create => matches!(
-            err.kling_code().and_then(code_info).map(|i| i.action),
-            Some(RetryAction::Backoff | RetryAction::BackoffMin1s)
-        ) || (err.kind() == ErrorKind::RateLimited && err.kling_code().is_none()),
+        Idempotency::Create => {
+            matches!(
+                err.kling_code().and_then(code_info).map(|i| i.action),
+                Some(RetryAction::Backoff | RetryAction::BackoffMin1s)
+            ) || (err.kind() == ErrorKind::RateLimited && err.kling_code().is_none())
+        }
     }
 }
 
 /// Whether a failed create might nonetheless have created the task.
 pub fn create_outcome_unknown(err: &Error) -> bool {
-    matches!(err.kind(), ErrorKind::Server | ErrorKind::Timeout | ErrorKind::Connection | ErrorKind::Decode)
+    matches!(
+        err.kind(),
+        ErrorKind::Server | ErrorKind::Timeout | ErrorKind::Connection | ErrorKind::Decode
+    )
 }
 
 impl RetryPolicy {
@@ -76,7 +81,9 @@ impl RetryPolicy {
         if let Some(ra) = err.retry_after() {
             return ra.min(self.max_retry_after);
         }
-        let exp = self.initial_backoff.saturating_mul(1u32 << (retry.saturating_sub(1)).min(20));
+        let exp = self
+            .initial_backoff
+            .saturating_mul(1u32 << (retry.saturating_sub(1)).min(20));
         let base = exp.min(self.max_backoff);
         let half = base / 2;
         let jitter = if half.is_zero() {
@@ -85,7 +92,8 @@ impl RetryPolicy {
             Duration::from_nanos(rand::rng().random_range(0..=half.as_nanos() as u64))
         };
         let mut delay = half + jitter;
-        let min1s = err.kling_code().and_then(code_info).map(|i| i.action) == Some(RetryAction::BackoffMin1s);
+        let min1s = err.kling_code().and_then(code_info).map(|i| i.action)
+            == Some(RetryAction::BackoffMin1s);
         if min1s && delay < self.concurrency_backoff {
             delay = self.concurrency_backoff;
         }
@@ -105,7 +113,10 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         }
     }
     let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// A per-client token bucket of retries, so that a mass outage does not become a retry
@@ -132,7 +143,9 @@ impl RetryBudget {
     /// Takes one retry from the budget; false when it is spent.
     pub fn try_withdraw(&self) -> bool {
         self.balance
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| (b >= 1000).then_some(b - 1000))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b >= 1000).then_some(b - 1000)
+            })
             .is_ok()
     }
 
@@ -141,9 +154,11 @@ impl RetryBudget {
         if self.earn == 0 {
             return;
         }
-        let _ = self.balance.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-            (b < self.capacity).then_some((b + self.earn).min(self.capacity))
-        });
+        let _ = self
+            .balance
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b < self.capacity).then_some((b + self.earn).min(self.capacity))
+            });
     }
 
     /// Whole retries left.

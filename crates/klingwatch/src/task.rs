@@ -142,10 +142,17 @@ impl FromStr for TaskKind {
         let norm = s.trim().replace('-', "_");
         TaskKind::ALL
             .into_iter()
-            .find(|k| k.as_str() == norm || k.path() == s.trim() || k.path().trim_start_matches("/v1/") == s.trim())
+            .find(|k| {
+                k.as_str() == norm
+                    || k.path() == s.trim()
+                    || k.path().trim_start_matches("/v1/") == s.trim()
+            })
             .ok_or_else(|| {
                 let names: Vec<&str> = TaskKind::ALL.iter().map(|k| k.as_str()).collect();
-                Error::invalid(format!("unknown task kind {s:?}; expected one of {}", names.join(", ")))
+                Error::invalid(format!(
+                    "unknown task kind {s:?}; expected one of {}",
+                    names.join(", ")
+                ))
             })
     }
 }
@@ -264,8 +271,9 @@ impl Task {
             None => TaskStatus::Unknown(String::new()),
         };
         let status_msg = raw.get("task_status_msg").and_then(as_string);
-        let external_task_id = non_empty(raw.get("task_info").and_then(|i| i.get("external_task_id")))
-            .or_else(|| non_empty(raw.get("external_task_id")));
+        let external_task_id =
+            non_empty(raw.get("task_info").and_then(|i| i.get("external_task_id")))
+                .or_else(|| non_empty(raw.get("external_task_id")));
         let created_at_ms = raw.get("created_at").and_then(as_i64);
         let updated_at_ms = raw.get("updated_at").and_then(as_i64);
         let final_unit_deduction = raw.get("final_unit_deduction").and_then(as_string);
@@ -290,7 +298,11 @@ impl Task {
     /// Parses a JSON text holding one task object (a callback body, say).
     pub fn from_json_slice(kind: TaskKind, body: &[u8]) -> Result<Task> {
         let value: Value = serde_json::from_slice(body).map_err(|e| {
-            Error::new(ErrorKind::Decode, format!("task body is not valid JSON: {e}")).with_source(e)
+            Error::new(
+                ErrorKind::Decode,
+                format!("task body is not valid JSON: {e}"),
+            )
+            .with_source(e)
         })?;
         Task::from_value(kind, value)
     }
@@ -312,16 +324,26 @@ impl Task {
 
     /// Every result URL (images, then videos).
     pub fn result_urls(&self) -> impl Iterator<Item = &str> {
-        self.images.iter().map(|i| i.url.as_str()).chain(self.videos.iter().map(|v| v.url.as_str()))
+        self.images
+            .iter()
+            .map(|i| i.url.as_str())
+            .chain(self.videos.iter().map(|v| v.url.as_str()))
     }
 
     /// Returns the task unchanged unless it failed, in which case a `task_failed` error
     /// carrying the task id and the server's message.
     pub fn raise_for_failure(self) -> Result<Task> {
         if self.status == TaskStatus::Failed {
-            let msg = self.status_msg.as_deref().filter(|m| !m.is_empty()).unwrap_or("no reason given");
-            Err(Error::new(ErrorKind::TaskFailed, format!("task {} failed: {msg}", self.id))
-                .with_task_id(self.id.clone()))
+            let msg = self
+                .status_msg
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .unwrap_or("no reason given");
+            Err(Error::new(
+                ErrorKind::TaskFailed,
+                format!("task {} failed: {msg}", self.id),
+            )
+            .with_task_id(self.id.clone()))
         } else {
             Ok(self)
         }
@@ -339,12 +361,17 @@ impl Task {
 }
 
 fn parse_images(v: Option<&Value>) -> Vec<Image> {
-    let Some(Value::Array(items)) = v else { return Vec::new() };
+    let Some(Value::Array(items)) = v else {
+        return Vec::new();
+    };
     items
         .iter()
         .enumerate()
         .filter_map(|(pos, item)| {
-            let url = item.get("url").and_then(as_string).filter(|u| !u.is_empty())?;
+            let url = item
+                .get("url")
+                .and_then(as_string)
+                .filter(|u| !u.is_empty())?;
             let index = item
                 .get("index")
                 .and_then(as_i64)
@@ -352,17 +379,26 @@ fn parse_images(v: Option<&Value>) -> Vec<Image> {
                 .and_then(|i| u32::try_from(i).ok())
                 .unwrap_or(pos as u32);
             let watermark_url = non_empty(item.get("watermark_url"));
-            Some(Image { index, url, watermark_url })
+            Some(Image {
+                index,
+                url,
+                watermark_url,
+            })
         })
         .collect()
 }
 
 fn parse_videos(v: Option<&Value>) -> Vec<Video> {
-    let Some(Value::Array(items)) = v else { return Vec::new() };
+    let Some(Value::Array(items)) = v else {
+        return Vec::new();
+    };
     items
         .iter()
         .filter_map(|item| {
-            let url = item.get("url").and_then(as_string).filter(|u| !u.is_empty())?;
+            let url = item
+                .get("url")
+                .and_then(as_string)
+                .filter(|u| !u.is_empty())?;
             Some(Video {
                 id: item.get("id").and_then(as_string).unwrap_or_default(),
                 url,
@@ -394,15 +430,27 @@ pub fn validate_task_id(id: &str) -> Result<()> {
         return Err(Error::invalid(format!("{what} is empty")));
     }
     if id.len() > 256 {
-        return Err(Error::invalid(format!("{what} is {} bytes long; the limit is 256", id.len())));
+        return Err(Error::invalid(format!(
+            "{what} is {} bytes long; the limit is 256",
+            id.len()
+        )));
     }
     if id.contains("..") {
-        return Err(Error::invalid(format!("{what} {:?} contains \"..\"", shorten(id))));
+        return Err(Error::invalid(format!(
+            "{what} {:?} contains \"..\"",
+            shorten(id)
+        )));
     }
     if let Some(c) = id.chars().find(|c| {
-        matches!(c, '/' | '?' | '#' | '%' | '\\') || c.is_whitespace() || c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200b}' | '\u{feff}')
+        matches!(c, '/' | '?' | '#' | '%' | '\\')
+            || c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200b}' | '\u{feff}')
     }) {
-        return Err(Error::invalid(format!("{what} {:?} contains the forbidden character {c:?}", shorten(id))));
+        return Err(Error::invalid(format!(
+            "{what} {:?} contains the forbidden character {c:?}",
+            shorten(id)
+        )));
     }
     Ok(())
 }

@@ -61,7 +61,9 @@ impl fmt::Debug for WaitOptions {
 impl WaitOptions {
     fn check(&self) -> Result<()> {
         if self.poll_interval.is_zero() || self.max_poll_interval < self.poll_interval {
-            return Err(Error::invalid("poll_interval must be positive and at most max_poll_interval"));
+            return Err(Error::invalid(
+                "poll_interval must be positive and at most max_poll_interval",
+            ));
         }
         Ok(())
     }
@@ -115,7 +117,10 @@ fn wait_timeout(task_id: &str, last: Option<TaskStatus>, timeout: Duration) -> E
     let seen = last.as_ref().map(|s| s.as_str()).unwrap_or("nothing yet");
     Error::new(
         ErrorKind::WaitTimeout,
-        format!("task {task_id} did not finish within {:.1}s (last status: {seen})", timeout.as_secs_f64()),
+        format!(
+            "task {task_id} did not finish within {:.1}s (last status: {seen})",
+            timeout.as_secs_f64()
+        ),
     )
     .with_task_id(task_id)
     .with_last_status(last)
@@ -168,7 +173,8 @@ impl Client {
                         if last.as_ref() != Some(&task.status) {
                             let terminal = task.is_terminal();
                             let previous = last.replace(task.status.clone());
-                            if tx.send(Ok(TaskUpdate { task, previous })).await.is_err() || terminal {
+                            if tx.send(Ok(TaskUpdate { task, previous })).await.is_err() || terminal
+                            {
                                 return;
                             }
                         }
@@ -263,7 +269,11 @@ async fn watch_driver(
     tx: mpsc::Sender<Result<TaskUpdate>>,
 ) {
     if options.poll_interval.is_zero() || options.max_poll_interval < options.poll_interval {
-        let _ = tx.send(Err(Error::invalid("poll_interval must be positive and at most max_poll_interval"))).await;
+        let _ = tx
+            .send(Err(Error::invalid(
+                "poll_interval must be positive and at most max_poll_interval",
+            )))
+            .await;
         return;
     }
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
@@ -278,14 +288,20 @@ async fn watch_driver(
             }
             continue;
         }
-        tasks.push(Watched { id, last: None, interval: options.poll_interval, done: false });
+        tasks.push(Watched {
+            id,
+            last: None,
+            interval: options.poll_interval,
+            done: false,
+        });
     }
     drop(seen);
     let start = Instant::now();
     let deadline = start + options.timeout;
     let cancel = options.cancel.clone().unwrap_or_default();
     let concurrency = options.concurrency.max(1);
-    let mut due: BinaryHeap<Reverse<(Instant, usize)>> = (0..tasks.len()).map(|i| Reverse((start, i))).collect();
+    let mut due: BinaryHeap<Reverse<(Instant, usize)>> =
+        (0..tasks.len()).map(|i| Reverse((start, i))).collect();
     let mut remaining = tasks.len();
     let mut inflight = FuturesUnordered::new();
     while remaining > 0 {
@@ -301,7 +317,11 @@ async fn watch_driver(
                 _ => break,
             }
         }
-        let next_due = due.peek().map(|Reverse((at, _))| *at).unwrap_or(deadline).min(deadline);
+        let next_due = due
+            .peek()
+            .map(|Reverse((at, _))| *at)
+            .unwrap_or(deadline)
+            .min(deadline);
         let can_start_more = inflight.len() < concurrency;
         tokio::select! {
             biased;
@@ -351,6 +371,10 @@ async fn watch_driver(
 }
 
 /// Adapts an mpsc receiver into a `Stream`.
-fn tokio_stream_from<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+fn tokio_stream_from<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+) -> impl Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }

@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use common::H;
 use futures::StreamExt;
-use klingwatch::{CancellationToken, ImageGenerationRequest, TaskKind, TaskStatus, WaitOptions, WatchOptions};
+use klingwatch::{
+    CancellationToken, ImageGenerationRequest, TaskKind, TaskStatus, WaitOptions, WatchOptions,
+};
 use serde_json::json;
 
 const IMG: &str = "/v1/images/generations";
 
 async fn fast_lifecycle(h: &H) {
-    h.config(json!({"processing_after_ms": 100, "finish_after_ms": 300, "time_scale": 1.0})).await;
+    h.config(json!({"processing_after_ms": 100, "finish_after_ms": 300, "time_scale": 1.0}))
+        .await;
 }
 
 fn wait_opts() -> WaitOptions {
@@ -27,17 +30,29 @@ fn wait_opts() -> WaitOptions {
 }
 
 async fn posts(h: &H) -> usize {
-    h.requests().await.iter().filter(|r| r["method"] == "POST" && r["path"] == IMG).count()
+    h.requests()
+        .await
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == IMG)
+        .count()
 }
 
 async fn listed(h: &H) -> usize {
-    h.client().list_tasks(TaskKind::ImageGeneration, 1, 500).await.unwrap().len()
+    h.client()
+        .list_tasks(TaskKind::ImageGeneration, 1, 500)
+        .await
+        .unwrap()
+        .len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_succeeds() {
     let h = H::start().await;
-    let t = h.client().create_image_task(&ImageGenerationRequest::new("a red fox")).await.unwrap();
+    let t = h
+        .client()
+        .create_image_task(&ImageGenerationRequest::new("a red fox"))
+        .await
+        .unwrap();
     assert!(!t.id.is_empty());
     assert_eq!(t.status, TaskStatus::Submitted);
     assert_eq!(listed(&h).await, 1);
@@ -47,9 +62,17 @@ async fn create_succeeds() {
 async fn create_retries_a_concurrency_limit_once() {
     let h = H::start().await;
     h.fault(json!({"fault": "rate_limit", "times": 1, "http_status": 429, "code": 1303, "match": {"method": "POST"}})).await;
-    let t = h.client().create_image_task(&ImageGenerationRequest::new("fox")).await.unwrap();
+    let t = h
+        .client()
+        .create_image_task(&ImageGenerationRequest::new("fox"))
+        .await
+        .unwrap();
     assert_eq!(posts(&h).await, 2);
-    let list = h.client().list_tasks(TaskKind::ImageGeneration, 1, 50).await.unwrap();
+    let list = h
+        .client()
+        .list_tasks(TaskKind::ImageGeneration, 1, 50)
+        .await
+        .unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].id, t.id);
 }
@@ -58,11 +81,19 @@ async fn create_retries_a_concurrency_limit_once() {
 async fn create_server_error_with_external_id_does_not_duplicate() {
     let h = H::start().await;
     h.fault(json!({"fault": "error", "times": 1, "http_status": 500, "code": 5000, "match": {"method": "POST"}})).await;
-    let req = ImageGenerationRequest { external_task_id: Some("ext-dup-1".into()), ..ImageGenerationRequest::new("fox") };
+    let req = ImageGenerationRequest {
+        external_task_id: Some("ext-dup-1".into()),
+        ..ImageGenerationRequest::new("fox")
+    };
     let t = h.client().create_image_task(&req).await.unwrap();
     assert_eq!(t.external_task_id.as_deref(), Some("ext-dup-1"));
     assert_eq!(posts(&h).await, 2, "looked up, found nothing, sent again");
-    let lookups = h.requests().await.iter().filter(|r| r["method"] == "GET" && r["path"].as_str().unwrap().contains("ext-dup-1")).count();
+    let lookups = h
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r["method"] == "GET" && r["path"].as_str().unwrap().contains("ext-dup-1"))
+        .count();
     assert_eq!(lookups, 1);
     assert_eq!(listed(&h).await, 1);
 }
@@ -71,7 +102,11 @@ async fn create_server_error_with_external_id_does_not_duplicate() {
 async fn create_server_error_without_external_id_is_outcome_unknown() {
     let h = H::start().await;
     h.fault(json!({"fault": "error", "times": 1, "http_status": 500, "code": 5000, "match": {"method": "POST"}})).await;
-    let e = h.client().create_image_task(&ImageGenerationRequest::new("fox")).await.unwrap_err();
+    let e = h
+        .client()
+        .create_image_task(&ImageGenerationRequest::new("fox"))
+        .await
+        .unwrap_err();
     assert!(e.is_outcome_unknown(), "{e:?}");
     assert_eq!(e.kind().as_str(), "server");
     assert_eq!(posts(&h).await, 1, "a create is not blindly re-sent");
@@ -83,8 +118,16 @@ async fn auto_external_task_id_recovers() {
     let h = H::start().await;
     h.fault(json!({"fault": "error", "times": 1, "http_status": 500, "code": 5000, "match": {"method": "POST"}})).await;
     let client = h.builder().auto_external_task_id(true).build().unwrap();
-    let t = client.create_image_task(&ImageGenerationRequest::new("fox")).await.unwrap();
-    assert!(t.external_task_id.as_deref().is_some_and(|e| e.starts_with("kw-")), "{t:?}");
+    let t = client
+        .create_image_task(&ImageGenerationRequest::new("fox"))
+        .await
+        .unwrap();
+    assert!(
+        t.external_task_id
+            .as_deref()
+            .is_some_and(|e| e.starts_with("kw-")),
+        "{t:?}"
+    );
     assert_eq!(posts(&h).await, 2);
     assert_eq!(listed(&h).await, 1);
 }
@@ -95,10 +138,19 @@ async fn create_validation_sends_nothing() {
     let client = h.client();
     let bad = [
         ImageGenerationRequest::new(""),
-        ImageGenerationRequest { n: Some(10), ..ImageGenerationRequest::new("x") },
-        ImageGenerationRequest { aspect_ratio: Some("5:4".into()), ..ImageGenerationRequest::new("x") },
+        ImageGenerationRequest {
+            n: Some(10),
+            ..ImageGenerationRequest::new("x")
+        },
+        ImageGenerationRequest {
+            aspect_ratio: Some("5:4".into()),
+            ..ImageGenerationRequest::new("x")
+        },
         ImageGenerationRequest::new("p".repeat(2501)),
-        ImageGenerationRequest { external_task_id: Some("a/b".into()), ..ImageGenerationRequest::new("x") },
+        ImageGenerationRequest {
+            external_task_id: Some("a/b".into()),
+            ..ImageGenerationRequest::new("x")
+        },
     ];
     for req in &bad {
         let e = client.create_image_task(req).await.unwrap_err();
@@ -106,7 +158,10 @@ async fn create_validation_sends_nothing() {
     }
     assert!(h.requests().await.is_empty());
     // The 2500-char boundary is accepted.
-    client.create_image_task(&ImageGenerationRequest::new("p".repeat(2500))).await.unwrap();
+    client
+        .create_image_task(&ImageGenerationRequest::new("p".repeat(2500)))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,13 +169,18 @@ async fn wait_reaches_succeed_with_one_update_per_status() {
     let h = H::start().await;
     fast_lifecycle(&h).await;
     let client = h.client();
-    let t = client.create_image_task(&ImageGenerationRequest::new("fox")).await.unwrap();
+    let t = client
+        .create_image_task(&ImageGenerationRequest::new("fox"))
+        .await
+        .unwrap();
     type Seen = Vec<(Option<TaskStatus>, TaskStatus)>;
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let s2 = seen.clone();
     let opts = WaitOptions {
         on_update: Some(Arc::new(move |u: &klingwatch::TaskUpdate| {
-            s2.lock().unwrap().push((u.previous.clone(), u.task.status.clone()));
+            s2.lock()
+                .unwrap()
+                .push((u.previous.clone(), u.task.status.clone()));
             Ok(())
         })),
         ..wait_opts()
@@ -145,8 +205,14 @@ async fn wait_returns_a_failed_task() {
     let h = H::start().await;
     fast_lifecycle(&h).await;
     let client = h.client();
-    let t = client.create_image_task(&ImageGenerationRequest::new("fox [fail]")).await.unwrap();
-    let done = client.wait_image_task(&t.id, wait_opts()).await.expect("a failed task is a result");
+    let t = client
+        .create_image_task(&ImageGenerationRequest::new("fox [fail]"))
+        .await
+        .unwrap();
+    let done = client
+        .wait_image_task(&t.id, wait_opts())
+        .await
+        .expect("a failed task is a result");
     assert_eq!(done.status, TaskStatus::Failed);
     let e = done.raise_for_failure().unwrap_err();
     assert_eq!(e.kind().as_str(), "task_failed");
@@ -157,7 +223,10 @@ async fn wait_returns_a_failed_task() {
 async fn wait_deadline_gives_wait_timeout() {
     let h = H::start().await;
     let id = h.seed_status("processing").await;
-    let opts = WaitOptions { timeout: Duration::from_millis(250), ..wait_opts() };
+    let opts = WaitOptions {
+        timeout: Duration::from_millis(250),
+        ..wait_opts()
+    };
     let started = std::time::Instant::now();
     let e = h.client().wait_image_task(&id, opts).await.unwrap_err();
     assert_eq!(e.kind().as_str(), "wait_timeout");
@@ -171,7 +240,10 @@ async fn wait_cancellation_stops_polling() {
     let h = H::start().await;
     let id = h.seed_status("processing").await;
     let cancel = CancellationToken::new();
-    let opts = WaitOptions { cancel: Some(cancel.clone()), ..wait_opts() };
+    let opts = WaitOptions {
+        cancel: Some(cancel.clone()),
+        ..wait_opts()
+    };
     let c2 = cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -199,7 +271,11 @@ async fn wait_rides_out_a_transient_outage() {
     let failed = h.count(&id).await;
     assert!(failed >= 3, "polled through the outage: {failed}");
     h.clear_faults().await;
-    let t = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(t.status, TaskStatus::Succeed);
 }
 
@@ -207,7 +283,11 @@ async fn wait_rides_out_a_transient_outage() {
 async fn wait_on_unknown_task_ends_at_once() {
     let h = H::start().await;
     let started = std::time::Instant::now();
-    let e = h.client().wait_image_task("no-such-task-42", wait_opts()).await.unwrap_err();
+    let e = h
+        .client()
+        .wait_image_task("no-such-task-42", wait_opts())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind().as_str(), "not_found", "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(h.count("no-such-task-42").await, 1);
@@ -218,11 +298,24 @@ async fn get_many_keeps_order_and_dedups() {
     let h = H::start().await;
     let a = h.seed_status("succeed").await;
     let b = h.seed_status("processing").await;
-    let ids = vec![a.clone(), "a/b".to_string(), "missing-1".to_string(), a.clone(), b.clone(), a.clone()];
-    let out = h.client().get_many(TaskKind::ImageGeneration, &ids, 4).await;
+    let ids = vec![
+        a.clone(),
+        "a/b".to_string(),
+        "missing-1".to_string(),
+        a.clone(),
+        b.clone(),
+        a.clone(),
+    ];
+    let out = h
+        .client()
+        .get_many(TaskKind::ImageGeneration, &ids, 4)
+        .await;
     assert_eq!(out.len(), ids.len());
     assert_eq!(out[0].as_ref().unwrap().id, a);
-    assert_eq!(out[1].as_ref().unwrap_err().kind().as_str(), "invalid_request");
+    assert_eq!(
+        out[1].as_ref().unwrap_err().kind().as_str(),
+        "invalid_request"
+    );
     assert_eq!(out[2].as_ref().unwrap_err().kind().as_str(), "not_found");
     assert_eq!(out[3].as_ref().unwrap().id, a);
     assert_eq!(out[4].as_ref().unwrap().status, TaskStatus::Processing);
@@ -240,14 +333,23 @@ async fn watch_a_thousand_tasks() {
     let seeded: Vec<String> = futures::stream::iter(0..990)
         .map(|i| {
             let h = &h;
-            async move { h.seed_status(if i % 10 == 0 { "failed" } else { "succeed" }).await }
+            async move {
+                h.seed_status(if i % 10 == 0 { "failed" } else { "succeed" })
+                    .await
+            }
         })
         .buffer_unordered(32)
         .collect()
         .await;
     let mut ids = seeded;
     for _ in 0..10 {
-        ids.push(client.create_image_task(&ImageGenerationRequest::new("fox")).await.unwrap().id);
+        ids.push(
+            client
+                .create_image_task(&ImageGenerationRequest::new("fox"))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 1000);
     let opts = WatchOptions {
@@ -258,19 +360,32 @@ async fn watch_a_thousand_tasks() {
         cancel: None,
     };
     let stream = client.watch(TaskKind::ImageGeneration, ids.clone(), opts);
-    let updates: Vec<_> = tokio::time::timeout(Duration::from_secs(25), stream.collect::<Vec<_>>()).await.expect("stream ends");
+    let updates: Vec<_> = tokio::time::timeout(Duration::from_secs(25), stream.collect::<Vec<_>>())
+        .await
+        .expect("stream ends");
     let mut terminal: HashMap<String, TaskStatus> = HashMap::new();
     for u in updates {
         let u = u.expect("no errors");
         if u.task.is_terminal() {
-            assert!(terminal.insert(u.task.id.clone(), u.task.status.clone()).is_none(), "one terminal update per id");
+            assert!(
+                terminal
+                    .insert(u.task.id.clone(), u.task.status.clone())
+                    .is_none(),
+                "one terminal update per id"
+            );
         }
     }
     assert_eq!(terminal.len(), 1000);
     for id in &ids {
         assert!(terminal.contains_key(id), "{id}");
     }
-    assert_eq!(terminal.values().filter(|s| **s == TaskStatus::Failed).count(), 99);
+    assert_eq!(
+        terminal
+            .values()
+            .filter(|s| **s == TaskStatus::Failed)
+            .count(),
+        99
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,7 +399,11 @@ async fn download_writes_pngs_and_refuses_unfinished_tasks() {
     assert_eq!(files.len(), 2);
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
-        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is not a PNG", f.display());
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is not a PNG",
+            f.display()
+        );
         assert_eq!(f.extension().unwrap(), "png");
     }
     let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
@@ -292,11 +411,19 @@ async fn download_writes_pngs_and_refuses_unfinished_tasks() {
 
     let pid = h.seed_status("processing").await;
     let pending = client.get_image_task(&pid).await.unwrap();
-    let e = client.download_results(&pending, dir.path()).await.unwrap_err();
+    let e = client
+        .download_results(&pending, dir.path())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind().as_str(), "invalid_request");
-    let fid = h.seed(json!({"status": "failed", "status_msg": "bad pixels"})).await;
+    let fid = h
+        .seed(json!({"status": "failed", "status_msg": "bad pixels"}))
+        .await;
     let failed = client.get_image_task(&fid).await.unwrap();
-    let e = client.download_results(&failed, dir.path()).await.unwrap_err();
+    let e = client
+        .download_results(&failed, dir.path())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind().as_str(), "task_failed");
     assert!(e.message().contains("bad pixels"));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);

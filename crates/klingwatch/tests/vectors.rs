@@ -7,7 +7,8 @@ use serde_json::Value;
 
 fn vectors(name: &str) -> Value {
     let path = format!("{}/../../tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("vector file")).expect("vector JSON")
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("vector file"))
+        .expect("vector JSON")
 }
 
 #[test]
@@ -23,7 +24,12 @@ fn sign_jwt_reproduces_every_pyjwt_vector_byte_for_byte() {
             1800,
         )
         .unwrap();
-        assert_eq!(token, c["token"].as_str().unwrap(), "vector for {}", c["access_key"]);
+        assert_eq!(
+            token,
+            c["token"].as_str().unwrap(),
+            "vector for {}",
+            c["access_key"]
+        );
     }
 }
 
@@ -33,14 +39,25 @@ fn sign_jwt_escapes_non_ascii_like_python_json() {
     let token = sign_jwt("ak-é", "sk", 1_700_000_000, 1800).unwrap();
     let payload = token.split('.').nth(1).unwrap();
     use base64::Engine;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
-    assert_eq!(String::from_utf8(json).unwrap(), r#"{"iss":"ak-\u00e9","exp":1700001800,"nbf":1699999995}"#);
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(json).unwrap(),
+        r#"{"iss":"ak-\u00e9","exp":1700001800,"nbf":1699999995}"#
+    );
 }
 
 #[test]
 fn sign_jwt_rejects_empty_keys() {
-    assert_eq!(sign_jwt("", "sk", 1, 1800).unwrap_err().kind().as_str(), "config");
-    assert_eq!(sign_jwt("ak", "", 1, 1800).unwrap_err().kind().as_str(), "config");
+    assert_eq!(
+        sign_jwt("", "sk", 1, 1800).unwrap_err().kind().as_str(),
+        "config"
+    );
+    assert_eq!(
+        sign_jwt("ak", "", 1, 1800).unwrap_err().kind().as_str(),
+        "config"
+    );
 }
 
 #[test]
@@ -51,10 +68,26 @@ fn code_table_matches_errors_json_row_by_row() {
     for r in rows {
         let code = r["code"].as_i64().unwrap();
         let info = code_info(code).unwrap_or_else(|| panic!("code {code} missing from CODE_TABLE"));
-        assert_eq!(info.http_status as u64, r["http_status"].as_u64().unwrap(), "status of {code}");
-        assert_eq!(info.kind.as_str(), r["kind"].as_str().unwrap(), "kind of {code}");
-        assert_eq!(info.retryable, r["retryable"].as_bool().unwrap(), "retryable of {code}");
-        assert_eq!(info.action.as_str(), r["action"].as_str().unwrap(), "action of {code}");
+        assert_eq!(
+            info.http_status as u64,
+            r["http_status"].as_u64().unwrap(),
+            "status of {code}"
+        );
+        assert_eq!(
+            info.kind.as_str(),
+            r["kind"].as_str().unwrap(),
+            "kind of {code}"
+        );
+        assert_eq!(
+            info.retryable,
+            r["retryable"].as_bool().unwrap(),
+            "retryable of {code}"
+        );
+        assert_eq!(
+            info.action.as_str(),
+            r["action"].as_str().unwrap(),
+            "action of {code}"
+        );
         let e = klingwatch::Error::from_api(info.http_status, Some(code), "m", Some("rid".into()));
         assert_eq!(e.kind(), info.kind);
         assert_eq!(e.is_retryable(), info.retryable);
@@ -74,7 +107,11 @@ fn unknown_codes_fall_back_on_http_status() {
         (404, "not_found", false),
     ] {
         let e = klingwatch::Error::from_api(status, Some(9999), "x", None);
-        assert_eq!((e.kind().as_str(), e.is_retryable()), (kind, retryable), "HTTP {status}");
+        assert_eq!(
+            (e.kind().as_str(), e.is_retryable()),
+            (kind, retryable),
+            "HTTP {status}"
+        );
     }
 }
 
@@ -83,27 +120,68 @@ fn response_bodies_parse_to_the_expected_fields() {
     let v = vectors("responses.json");
     for case in v["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let Some(expect) = case.get("expect") else { continue };
-        let task = Task::from_value(TaskKind::ImageGeneration, case["body"]["data"].clone()).unwrap();
+        let Some(expect) = case.get("expect") else {
+            continue;
+        };
+        let task =
+            Task::from_value(TaskKind::ImageGeneration, case["body"]["data"].clone()).unwrap();
         assert_eq!(task.id, expect["id"].as_str().unwrap(), "{name}");
-        assert_eq!(task.status.as_str(), expect["status"].as_str().unwrap(), "{name}");
-        assert_eq!(task.status_msg.as_deref(), expect["status_msg"].as_str(), "{name}");
-        assert_eq!(task.external_task_id.as_deref(), expect["external_task_id"].as_str(), "{name}");
-        assert_eq!(task.created_at_ms, expect["created_at_ms"].as_i64(), "{name}");
-        assert_eq!(task.updated_at_ms, expect["updated_at_ms"].as_i64(), "{name}");
+        assert_eq!(
+            task.status.as_str(),
+            expect["status"].as_str().unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            task.status_msg.as_deref(),
+            expect["status_msg"].as_str(),
+            "{name}"
+        );
+        assert_eq!(
+            task.external_task_id.as_deref(),
+            expect["external_task_id"].as_str(),
+            "{name}"
+        );
+        assert_eq!(
+            task.created_at_ms,
+            expect["created_at_ms"].as_i64(),
+            "{name}"
+        );
+        assert_eq!(
+            task.updated_at_ms,
+            expect["updated_at_ms"].as_i64(),
+            "{name}"
+        );
         let urls: Vec<&str> = task.images.iter().map(|i| i.url.as_str()).collect();
-        let want: Vec<&str> = expect["image_urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+        let want: Vec<&str> = expect["image_urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap())
+            .collect();
         assert_eq!(urls, want, "{name}");
         if let Some(videos) = expect.get("video_urls") {
             let got: Vec<&str> = task.videos.iter().map(|v| v.url.as_str()).collect();
-            let want: Vec<&str> = videos.as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+            let want: Vec<&str> = videos
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u.as_str().unwrap())
+                .collect();
             assert_eq!(got, want, "{name}");
             let durations: Vec<f64> = task.videos.iter().map(|v| v.duration_s.unwrap()).collect();
-            let want: Vec<f64> =
-                expect["video_durations_s"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
+            let want: Vec<f64> = expect["video_durations_s"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_f64().unwrap())
+                .collect();
             assert_eq!(durations, want, "{name}");
         }
-        assert_eq!(task.is_terminal(), expect["is_terminal"].as_bool().unwrap(), "{name}");
+        assert_eq!(
+            task.is_terminal(),
+            expect["is_terminal"].as_bool().unwrap(),
+            "{name}"
+        );
         if let Some(key) = expect.get("raw_keeps").and_then(Value::as_str) {
             assert!(task.raw.contains_key(key), "{name}: raw keeps {key}");
         }
@@ -127,25 +205,53 @@ fn webhook_vector_of_the_api_contract_verifies() {
     let secret = "whsec_dGVzdHNlY3JldHRlc3RzZWNyZXR0ZXN0c2VjcmV0MTI=";
     let body = br#"{"id":"1234567890","status":"succeeded","message":"","create_time":1781080778802,"update_time":1781080794151}"#;
     let sig = "v1,UsKlJP00XoQyOn410NM9xv34sP+Gl0jnOO9Lcpr7NJ4=";
-    assert_eq!(klingwatch::sign_webhook(secret, "9876543210", 1781080794, body).unwrap(), sig);
-    let headers = [("webhook-id", "9876543210"), ("Webhook-Timestamp", "1781080794"), ("webhook-signature", sig)];
+    assert_eq!(
+        klingwatch::sign_webhook(secret, "9876543210", 1781080794, body).unwrap(),
+        sig
+    );
+    let headers = [
+        ("webhook-id", "9876543210"),
+        ("Webhook-Timestamp", "1781080794"),
+        ("webhook-signature", sig),
+    ];
     let tol = std::time::Duration::from_secs(300);
     klingwatch::verify_webhook_at(secret, &headers, body, tol, 1781080794 + 299).unwrap();
     // Key rotation: a stale signature beside the right one still verifies.
     let rotated = format!("v1,AAAA {sig}");
-    let h2 = [("webhook-id", "9876543210"), ("webhook-timestamp", "1781080794"), ("webhook-signature", rotated.as_str())];
+    let h2 = [
+        ("webhook-id", "9876543210"),
+        ("webhook-timestamp", "1781080794"),
+        ("webhook-signature", rotated.as_str()),
+    ];
     klingwatch::verify_webhook_at(secret, &h2, body, tol, 1781080794).unwrap();
     let bad = |h: &[(&str, &str)], b: &[u8], now: i64| {
-        klingwatch::verify_webhook_at(secret, h, b, tol, now).unwrap_err().kind().as_str()
+        klingwatch::verify_webhook_at(secret, h, b, tol, now)
+            .unwrap_err()
+            .kind()
+            .as_str()
     };
-    assert_eq!(bad(&headers, b"{}", 1781080794), "signature", "swapped body");
+    assert_eq!(
+        bad(&headers, b"{}", 1781080794),
+        "signature",
+        "swapped body"
+    );
     assert_eq!(bad(&headers, body, 1781080794 + 301), "signature", "stale");
     assert_eq!(bad(&headers, body, 1781080794 - 301), "signature", "future");
-    let truncated = [("webhook-id", "9876543210"), ("webhook-timestamp", "1781080794"), ("webhook-signature", &sig[..20])];
+    let truncated = [
+        ("webhook-id", "9876543210"),
+        ("webhook-timestamp", "1781080794"),
+        ("webhook-signature", &sig[..20]),
+    ];
     assert_eq!(bad(&truncated, body, 1781080794), "signature", "truncated");
-    let empty = [("webhook-id", "9876543210"), ("webhook-timestamp", "1781080794"), ("webhook-signature", "")];
+    let empty = [
+        ("webhook-id", "9876543210"),
+        ("webhook-timestamp", "1781080794"),
+        ("webhook-signature", ""),
+    ];
     assert_eq!(bad(&empty, body, 1781080794), "signature", "empty header");
-    let other = klingwatch::verify_webhook_at("whsec_b3RoZXJzZWNyZXQ=", &headers, body, tol, 1781080794).unwrap_err();
+    let other =
+        klingwatch::verify_webhook_at("whsec_b3RoZXJzZWNyZXQ=", &headers, body, tol, 1781080794)
+            .unwrap_err();
     assert_eq!(other.kind().as_str(), "signature", "wrong secret");
 }
 
@@ -153,7 +259,10 @@ fn webhook_vector_of_the_api_contract_verifies() {
 fn secrets_never_show_in_debug_output() {
     let creds = klingwatch::Credentials::access_key("AK_VISIBLE", "SK_TOP_SECRET_VALUE");
     let dbg = format!("{creds:?}");
-    assert!(dbg.contains("AK_VISIBLE") && !dbg.contains("SK_TOP_SECRET_VALUE"), "{dbg}");
+    assert!(
+        dbg.contains("AK_VISIBLE") && !dbg.contains("SK_TOP_SECRET_VALUE"),
+        "{dbg}"
+    );
     let key = klingwatch::Credentials::api_key("API_KEY_SECRET_VALUE");
     assert!(!format!("{key:?}").contains("API_KEY_SECRET_VALUE"));
     let client = klingwatch::Client::builder()
@@ -164,7 +273,10 @@ fn secrets_never_show_in_debug_output() {
         .unwrap();
     let token = client.token().unwrap();
     let dbg = format!("{client:?}");
-    assert!(!dbg.contains("SK_TOP_SECRET_VALUE") && !dbg.contains(&token), "{dbg}");
+    assert!(
+        !dbg.contains("SK_TOP_SECRET_VALUE") && !dbg.contains(&token),
+        "{dbg}"
+    );
 }
 
 #[test]
@@ -186,5 +298,8 @@ fn task_kinds_have_their_paths_and_names() {
         assert_eq!(TaskKind::from_str(k.as_str()).unwrap(), k);
         assert_eq!(TaskKind::from_str(k.path()).unwrap(), k);
     }
-    assert_eq!(TaskKind::from_str("nope").unwrap_err().kind().as_str(), "invalid_request");
+    assert_eq!(
+        TaskKind::from_str("nope").unwrap_err().kind().as_str(),
+        "invalid_request"
+    );
 }

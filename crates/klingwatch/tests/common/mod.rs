@@ -31,7 +31,11 @@ impl H {
         klingwatch::install_crypto_provider();
         let mock = MockServer::start(config).await.expect("mock starts");
         let url = mock.url();
-        H { mock, http: reqwest::Client::new(), url }
+        H {
+            mock,
+            http: reqwest::Client::new(),
+            url,
+        }
     }
 
     pub fn builder(&self) -> ClientBuilder {
@@ -47,7 +51,9 @@ impl H {
     }
 
     pub async fn ctl(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self.http.request(method, format!("{}/__mock{}", self.url, path));
+        let mut req = self
+            .http
+            .request(method, format!("{}/__mock{}", self.url, path));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -80,13 +86,22 @@ impl H {
     }
 
     pub async fn clock(&self, offset_secs: i64) {
-        self.ctl(reqwest::Method::POST, "/clock", Some(json!({ "offset_secs": offset_secs }))).await;
+        self.ctl(
+            reqwest::Method::POST,
+            "/clock",
+            Some(json!({ "offset_secs": offset_secs })),
+        )
+        .await;
     }
 
     /// Seeds a task with a fixed status; returns its id.
     pub async fn seed(&self, body: Value) -> String {
         let v = self.ctl(reqwest::Method::POST, "/tasks", Some(body)).await;
-        let v = if v.get("data").is_some_and(|d| d.is_object()) { v["data"].clone() } else { v };
+        let v = if v.get("data").is_some_and(|d| d.is_object()) {
+            v["data"].clone()
+        } else {
+            v
+        };
         v["task_id"].as_str().expect("seeded task id").to_owned()
     }
 
@@ -96,11 +111,16 @@ impl H {
 
     /// Requests in the log whose path contains `needle`.
     pub async fn count(&self, needle: &str) -> usize {
-        self.requests().await.iter().filter(|r| r["path"].as_str().unwrap_or("").contains(needle)).count()
+        self.requests()
+            .await
+            .iter()
+            .filter(|r| r["path"].as_str().unwrap_or("").contains(needle))
+            .count()
     }
 }
 
 pub fn vector(name: &str) -> Value {
     let path = format!("{}/../../tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("vector file")).expect("vector json")
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("vector file"))
+        .expect("vector json")
 }
