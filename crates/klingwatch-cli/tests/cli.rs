@@ -321,3 +321,56 @@ fn jsonl_schema_and_network_error_exit_6() {
     assert_eq!(o.status.code(), Some(6), "{out}\n{err}");
     assert!(err.starts_with("error: connection"), "{err}");
 }
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn ctrl_c_during_wait_exits_130() {
+    let s = server();
+    let id = seed(&s.url(), json!({"status": "processing"}));
+    let mut child = cmd(&s.url())
+        .args(["wait", &id, "--timeout", "1m", "--jsonl"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    signal(child.id(), "-INT");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{:?}", text(&out));
+}
+
+#[test]
+fn mock_subcommand_prints_its_url_and_serves_until_terminated() {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(["mock", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("klingwatch-mock listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let id = seed(&url, json!({"status": "succeed"}));
+    let out = cmd(&url).args(["status", &id, "--jsonl"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    signal(child.id(), "-TERM");
+    let status = child.wait().unwrap();
+    assert!(
+        status.success() || status.code().is_some(),
+        "exits on SIGTERM: {status:?}"
+    );
+}
