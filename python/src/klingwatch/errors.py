@@ -1,0 +1,196 @@
+"""The klingwatch error hierarchy: one subclass of KlingError per core error kind.
+
+The native module raises these classes (through ``_from_native``); the mapping from the
+core's stable kind names to classes lives here.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Type
+
+__all__ = [
+    "KlingError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "AccountError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PolicyError",
+    "RateLimitError",
+    "ServerError",
+    "RequestTimeoutError",
+    "NetworkError",
+    "DecodeError",
+    "ConfigError",
+    "TaskFailedError",
+    "WaitTimeoutError",
+    "SignatureError",
+    "CancelledError",
+]
+
+
+class KlingError(Exception):
+    """Any klingwatch failure. ``kind`` is the core's stable kind name."""
+
+    kind: str = "unknown"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: Optional[str] = None,
+        http_status: Optional[int] = None,
+        kling_code: Optional[int] = None,
+        request_id: Optional[str] = None,
+        task_id: Optional[str] = None,
+        retryable: bool = False,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+        self.message = message
+        self.http_status = http_status
+        self.kling_code = kling_code
+        self.request_id = request_id
+        self.task_id = task_id
+        self.retryable = retryable
+        self.attempts = attempts
+
+    def _fields(self) -> Dict[str, object]:
+        return {
+            "kind": self.kind,
+            "http_status": self.http_status,
+            "kling_code": self.kling_code,
+            "request_id": self.request_id,
+            "task_id": self.task_id,
+            "retryable": self.retryable,
+            "attempts": self.attempts,
+        }
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_rebuild, (type(self), self.message, self._fields()))
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        extra = ", ".join(
+            f"{k}={v!r}" for k, v in self._fields().items() if v is not None and k != "kind"
+        )
+        return f"{type(self).__name__}({self.message!r}, kind={self.kind!r}{', ' + extra if extra else ''})"
+
+
+def _rebuild(cls: Type[KlingError], message: str, fields: Dict[str, object]) -> KlingError:
+    return cls(message, **fields)  # type: ignore[arg-type]
+
+
+class AuthenticationError(KlingError):
+    kind = "authentication"
+
+
+class PermissionDeniedError(KlingError):
+    kind = "permission_denied"
+
+
+class AccountError(KlingError):
+    kind = "account"
+
+
+class InvalidRequestError(KlingError):
+    kind = "invalid_request"
+
+
+class NotFoundError(KlingError):
+    kind = "not_found"
+
+
+class PolicyError(KlingError):
+    kind = "policy"
+
+
+class RateLimitError(KlingError):
+    kind = "rate_limited"
+
+
+class ServerError(KlingError):
+    kind = "server"
+
+
+class RequestTimeoutError(KlingError):
+    kind = "timeout"
+
+
+class NetworkError(KlingError):
+    kind = "connection"
+
+
+class DecodeError(KlingError):
+    kind = "decode"
+
+
+class ConfigError(KlingError):
+    kind = "config"
+
+
+class TaskFailedError(KlingError):
+    kind = "task_failed"
+
+
+class WaitTimeoutError(KlingError):
+    kind = "wait_timeout"
+
+
+class SignatureError(KlingError):
+    kind = "signature"
+
+
+class CancelledError(KlingError):
+    kind = "cancelled"
+
+
+_BY_KIND: Dict[str, Type[KlingError]] = {
+    cls.kind: cls
+    for cls in (
+        AuthenticationError,
+        PermissionDeniedError,
+        AccountError,
+        InvalidRequestError,
+        NotFoundError,
+        PolicyError,
+        RateLimitError,
+        ServerError,
+        RequestTimeoutError,
+        NetworkError,
+        DecodeError,
+        ConfigError,
+        TaskFailedError,
+        WaitTimeoutError,
+        SignatureError,
+        CancelledError,
+    )
+}
+
+
+def _from_native(
+    kind: str,
+    message: str,
+    http_status: Optional[int],
+    kling_code: Optional[int],
+    request_id: Optional[str],
+    task_id: Optional[str],
+    retryable: bool,
+    attempts: int,
+) -> KlingError:
+    """Called by klingwatch._native: builds the exception for a core error."""
+    cls = _BY_KIND.get(kind, KlingError)
+    return cls(
+        message,
+        kind=kind,
+        http_status=http_status,
+        kling_code=kling_code,
+        request_id=request_id,
+        task_id=task_id,
+        retryable=retryable,
+        attempts=attempts,
+    )
