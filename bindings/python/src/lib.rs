@@ -23,7 +23,11 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
             .map_err(|e| e.to_string())
     })
     .as_ref()
-    .map_err(|e| to_py(Error::config(format!("could not start the tokio runtime: {e}"))))
+    .map_err(|e| {
+        to_py(Error::config(format!(
+            "could not start the tokio runtime: {e}"
+        )))
+    })
 }
 
 /// Converts a core error into the matching `klingwatch.errors` exception.
@@ -96,7 +100,9 @@ fn parse_body(body: &str) -> PyResult<Value> {
     let v: Value = serde_json::from_str(body)
         .map_err(|e| to_py(Error::invalid(format!("the body is not valid JSON: {e}"))))?;
     if !matches!(v, Value::Object(_)) {
-        return Err(to_py(Error::invalid("the create body must be a JSON object")));
+        return Err(to_py(Error::invalid(
+            "the create body must be a JSON object",
+        )));
     }
     Ok(v)
 }
@@ -183,7 +189,13 @@ impl NativeClient {
         .map_err(to_py)
     }
 
-    fn list_tasks(&self, py: Python<'_>, kind: &str, page: u32, page_size: u32) -> PyResult<String> {
+    fn list_tasks(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        page: u32,
+        page_size: u32,
+    ) -> PyResult<String> {
         let kind = kind_of(kind)?;
         let c = self.inner.clone();
         let rt = runtime()?;
@@ -203,8 +215,9 @@ impl NativeClient {
         let kind = kind_of(kind)?;
         let c = self.inner.clone();
         let rt = runtime()?;
-        let results =
-            py.detach(move || rt.block_on(async move { c.get_many(kind, &task_ids, concurrency).await }));
+        let results = py.detach(move || {
+            rt.block_on(async move { c.get_many(kind, &task_ids, concurrency).await })
+        });
         results
             .into_iter()
             .map(|r| match r {
