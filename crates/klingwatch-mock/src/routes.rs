@@ -55,10 +55,24 @@ async fn v1(shared: Arc<Shared>, req: Request<Incoming>) -> ServiceResult {
     if let Some(spec) = shared.faults.pick(&method, &path) {
         fault_name = Some(spec.fault.name());
         if let Some(d) = faults::delay(&spec) {
+            // A client that gives up during the delay drops this future: log it as 499
+            // (client closed request) so every attempt shows in the request log.
+            let guard = GoneGuard {
+                shared: shared.clone(),
+                entry: Some((
+                    method.clone(),
+                    path.clone(),
+                    query.clone(),
+                    fault_name,
+                    at_ms,
+                    start,
+                )),
+            };
             tokio::select! {
                 _ = tokio::time::sleep(d) => {}
                 _ = shared.cancel.cancelled() => {}
             }
+            guard.disarm();
         }
         match faults::action(&spec) {
             FaultAction::Serve => {}
@@ -107,6 +121,38 @@ async fn v1(shared: Arc<Shared>, req: Request<Incoming>) -> ServiceResult {
         start,
     );
     Ok(resp)
+}
+
+type PendingEntry = (Method, String, String, Option<&'static str>, i64, Instant);
+
+/// Logs a request whose future was dropped (the client went away) before it was answered.
+struct GoneGuard {
+    shared: Arc<Shared>,
+    entry: Option<PendingEntry>,
+}
+
+impl GoneGuard {
+    fn disarm(mut self) {
+        self.entry = None;
+    }
+}
+
+impl Drop for GoneGuard {
+    fn drop(&mut self) {
+        if let Some((method, path, query, fault, at_ms, start)) = self.entry.take() {
+            finish(
+                &self.shared,
+                method,
+                path,
+                query,
+                "skipped",
+                499,
+                fault,
+                at_ms,
+                start,
+            );
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

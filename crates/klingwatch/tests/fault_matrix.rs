@@ -1,0 +1,162 @@
+//! The language-neutral fault matrix (`tests/faults.json`), run against the emulator for a
+//! status query and for a batch (`get_many`). The Python and Node suites read the same file and
+//! must reach the same outcomes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{vector, H};
+use futures::future::join_all;
+use klingwatch::{RetryPolicy, Task, TaskKind};
+use serde_json::{json, Value};
+
+fn matrix() -> Value {
+    let path = format!("{}/../../tests/faults.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).expect("tests/faults.json"))
+        .expect("faults.json parses")
+}
+
+/// Replaces a `"@+N"` Retry-After with an HTTP-date N seconds from now.
+fn materialise(mut fault: Value, id: &str) -> Value {
+    if let Some(ra) = fault.get("retry_after").and_then(Value::as_str) {
+        if let Some(secs) = ra.strip_prefix("@+") {
+            let secs: u64 = secs.parse().expect("@+N");
+            let when = std::time::SystemTime::now() + Duration::from_secs(secs);
+            fault["retry_after"] = json!(httpdate::fmt_http_date(when));
+        }
+    }
+    fault["match"] = json!({ "task_id": id });
+    fault
+}
+
+struct Observed {
+    outcome: klingwatch::Result<Task>,
+    attempts_logged: usize,
+    min_gap_ms: Option<i64>,
+}
+
+async fn run_row(h: &H, row: &Value, client_cfg: &Value, batch: bool) -> Observed {
+    let seed_status = row["seed_status"].as_str().unwrap_or("succeed");
+    let id = h.seed_status(seed_status).await;
+    if !row["fault"].is_null() {
+        h.fault(materialise(row["fault"].clone(), &id)).await;
+    }
+    let client = h
+        .builder()
+        .retry_policy(RetryPolicy {
+            max_retries: client_cfg["max_retries"].as_u64().unwrap() as u32,
+            ..RetryPolicy::default()
+        })
+        .timeout(Duration::from_millis(
+            client_cfg["timeout_ms"].as_u64().unwrap(),
+        ))
+        .build()
+        .unwrap();
+    let outcome = if batch {
+        let mut v = client
+            .get_many(TaskKind::ImageGeneration, &[id.clone()], 4)
+            .await;
+        assert_eq!(v.len(), 1, "one id in, one result out");
+        v.pop().unwrap()
+    } else {
+        client.get_image_task(&id).await
+    };
+    // The emulator logs a request when its response ends: a delayed response is logged late.
+    let want = row["expect"]["attempts"].as_u64().unwrap() as usize;
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let times = loop {
+        let times: Vec<i64> = h
+            .requests()
+            .await
+            .iter()
+            .filter(|r| r["path"].as_str().unwrap_or("").contains(&id))
+            .map(|r| r["at_ms"].as_i64().unwrap())
+            .collect();
+        if times.len() >= want || std::time::Instant::now() > deadline {
+            break times;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let min_gap_ms = times.windows(2).map(|w| w[1] - w[0]).min();
+    Observed {
+        outcome,
+        attempts_logged: times.len(),
+        min_gap_ms,
+    }
+}
+
+fn check(row: &Value, op: &str, obs: &Observed) -> Result<(), String> {
+    let name = row["name"].as_str().unwrap();
+    let e = &row["expect"];
+    let want_attempts = e["attempts"].as_u64().unwrap() as usize;
+    let fail = |what: String| Err(format!("{name} [{op}]: {what}"));
+    if obs.attempts_logged != want_attempts {
+        return fail(format!(
+            "emulator logged {} attempts, want {want_attempts} ({:?})",
+            obs.attempts_logged,
+            obs.outcome.as_ref().map(|t| &t.status)
+        ));
+    }
+    let min_spacing = e["min_spacing_ms"].as_i64().unwrap_or(0);
+    if let Some(gap) = obs.min_gap_ms {
+        if gap < min_spacing {
+            return fail(format!("attempts {gap} ms apart, want >= {min_spacing} ms"));
+        }
+    }
+    match (e["outcome"].as_str().unwrap(), &obs.outcome) {
+        ("ok", Ok(task)) => {
+            let want = e["status"].as_str().unwrap();
+            if task.status.as_str() != want {
+                return fail(format!("status {:?}, want {want}", task.status.as_str()));
+            }
+        }
+        ("error", Err(err)) => {
+            let got = (
+                err.kind().as_str().to_string(),
+                err.kling_code(),
+                err.http_status().map(i64::from),
+                err.is_retryable(),
+                err.attempts() as usize,
+            );
+            let want = (
+                e["kind"].as_str().unwrap().to_string(),
+                e["kling_code"].as_i64(),
+                e["http_status"].as_i64(),
+                e["retryable"].as_bool().unwrap(),
+                want_attempts,
+            );
+            if got != want {
+                return fail(format!("got {got:?}, want {want:?} ({err:?})"));
+            }
+        }
+        (want, got) => return fail(format!("want {want}, got {got:?}")),
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_row_agrees_for_status_query_and_batch() {
+    let doc = matrix();
+    let rows = doc["rows"].as_array().unwrap();
+    let errors = vector("errors.json");
+    assert!(
+        rows.len() >= errors["rows"].as_array().unwrap().len() + 10,
+        "the matrix covers every error-table row plus transport faults"
+    );
+    let h = H::start().await;
+    let cfg = &doc["client"];
+    let runs = rows.iter().flat_map(|row| {
+        let h = &h;
+        [false, true].into_iter().map(move |batch| async move {
+            let obs = run_row(h, row, cfg, batch).await;
+            check(row, if batch { "batch" } else { "get" }, &obs)
+        })
+    });
+    let failures: Vec<String> = join_all(runs)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
