@@ -423,7 +423,8 @@ pub(crate) fn json_type(v: &Value) -> &'static str {
 /// Checks a task id (or external task id) before it goes into a URL path.
 ///
 /// Refused: empty, longer than 256 bytes, or containing `/ ? # %`, whitespace,
-/// control characters, `..`, or Unicode line/paragraph separators.
+/// control characters, `..`, Unicode line/paragraph separators, or the Unicode look-alikes
+/// of `/ \ . ? # %` that normalising proxies fold into them.
 pub fn validate_task_id(id: &str) -> Result<()> {
     let what = "task id";
     if id.is_empty() {
@@ -446,6 +447,12 @@ pub fn validate_task_id(id: &str) -> Result<()> {
             || c.is_whitespace()
             || c.is_control()
             || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200b}' | '\u{feff}')
+            // Look-alikes that NFKC-normalising proxies turn into '/', '\\' or '.'.
+            || matches!(
+                c,
+                '\u{2044}' | '\u{2215}' | '\u{29f8}' | '\u{ff0f}' | '\u{ff3c}' | '\u{fe68}'
+                    | '\u{ff0e}' | '\u{2024}' | '\u{fe52}' | '\u{ff1f}' | '\u{ff03}' | '\u{ff05}'
+            )
     }) {
         return Err(Error::invalid(format!(
             "{what} {:?} contains the forbidden character {c:?}",
