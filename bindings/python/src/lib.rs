@@ -4,10 +4,12 @@
 //! JSON text (the Python layer builds `klingwatch.Task` from it) and errors are raised as
 //! the `klingwatch.errors` class matching the core's error kind.
 
-use std::sync::OnceLock;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use klingwatch::{Error, ErrorKind, Task, TaskKind, WaitOptions};
+use futures::{Stream, StreamExt};
+use klingwatch::{Error, ErrorKind, Task, TaskKind, TaskUpdate, WaitOptions, WatchOptions};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use serde_json::{json, Value};
@@ -237,7 +239,10 @@ impl NativeClient {
             .map_err(to_py)
     }
 
-    #[pyo3(signature = (kind, task_id, timeout=600.0, poll_interval=1.0, max_poll_interval=10.0))]
+    /// Waits for a task; `on_update(update_json)` is called with the GIL on each status
+    /// change, and an exception it raises ends the wait and propagates unchanged.
+    #[pyo3(signature = (kind, task_id, timeout=600.0, poll_interval=1.0, max_poll_interval=10.0, on_update=None))]
+    #[allow(clippy::too_many_arguments)]
     fn wait(
         &self,
         py: Python<'_>,
@@ -246,23 +251,120 @@ impl NativeClient {
         timeout: f64,
         poll_interval: f64,
         max_poll_interval: f64,
+        on_update: Option<Py<PyAny>>,
     ) -> PyResult<String> {
         let kind = kind_of(kind)?;
+        let raised: Arc<Mutex<Option<PyErr>>> = Arc::new(Mutex::new(None));
+        let cb: Option<klingwatch::OnUpdate> = on_update.map(|f| {
+            let raised = raised.clone();
+            let cb: klingwatch::OnUpdate = Arc::new(move |u: &TaskUpdate| {
+                let text = update_json(u);
+                Python::attach(|py| match f.call1(py, (text,)) {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        *raised.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        Err(Error::invalid("the on_update callback raised"))
+                    }
+                })
+            });
+            cb
+        });
         let options = WaitOptions {
             timeout: secs("timeout", timeout)?,
             poll_interval: secs("poll_interval", poll_interval)?,
             max_poll_interval: secs("max_poll_interval", max_poll_interval)?,
+            on_update: cb,
             ..WaitOptions::default()
         };
         let c = self.inner.clone();
         let rt = runtime()?;
-        py.detach(move || rt.block_on(async move { c.wait(kind, &task_id, options).await }))
-            .map(|t| task_json(&t))
-            .map_err(to_py)
+        let r =
+            py.detach(move || rt.block_on(async move { c.wait(kind, &task_id, options).await }));
+        if let Some(e) = raised.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        r.map(|t| task_json(&t)).map_err(to_py)
+    }
+
+    /// Watches many tasks: an iterator of update JSON strings or exception instances.
+    #[pyo3(signature = (kind, task_ids, timeout=600.0, poll_interval=1.0, max_poll_interval=10.0, concurrency=16))]
+    #[allow(clippy::too_many_arguments)]
+    fn watch(
+        &self,
+        kind: &str,
+        task_ids: Vec<String>,
+        timeout: f64,
+        poll_interval: f64,
+        max_poll_interval: f64,
+        concurrency: usize,
+    ) -> PyResult<UpdateIter> {
+        let kind = kind_of(kind)?;
+        let options = WatchOptions {
+            timeout: secs("timeout", timeout)?,
+            poll_interval: secs("poll_interval", poll_interval)?,
+            max_poll_interval: secs("max_poll_interval", max_poll_interval)?,
+            concurrency,
+            ..WatchOptions::default()
+        };
+        let rt = runtime()?;
+        let _guard = rt.enter();
+        let stream = self.inner.watch(kind, task_ids, options);
+        Ok(UpdateIter {
+            stream: Mutex::new(Some(Box::pin(stream))),
+        })
     }
 
     fn __repr__(&self) -> String {
         format!("<klingwatch Client base_url={:?}>", self.inner.base_url())
+    }
+}
+
+fn update_json(u: &TaskUpdate) -> String {
+    json!({"task": task_value(&u.task), "previous": u.previous.as_ref().map(|s| s.as_str())})
+        .to_string()
+}
+
+type UpdateStream = Pin<Box<dyn Stream<Item = klingwatch::Result<TaskUpdate>> + Send>>;
+
+/// Iterator over a core update stream; each `__next__` waits with the GIL released.
+/// Yields the update as JSON text, or the exception instance of a per-task error.
+#[pyclass(module = "klingwatch._native")]
+struct UpdateIter {
+    stream: Mutex<Option<UpdateStream>>,
+}
+
+#[pymethods]
+impl UpdateIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let rt = runtime()?;
+        let item = py.detach(|| {
+            let mut guard = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+            match guard.as_mut() {
+                None => None,
+                Some(s) => {
+                    let item = rt.block_on(s.next());
+                    if item.is_none() {
+                        *guard = None;
+                    }
+                    item
+                }
+            }
+        });
+        match item {
+            None => Ok(None),
+            Some(Ok(u)) => Ok(Some(update_json(&u).into_pyobject(py)?.into_any().unbind())),
+            Some(Err(e)) => Ok(Some(build_py_err(py, &e)?.into_value(py).into_any())),
+        }
+    }
+
+    /// Stops the watch (drops the stream, which cancels the polling).
+    fn close(&self, py: Python<'_>) {
+        let s = py.detach(|| self.stream.lock().unwrap_or_else(|p| p.into_inner()).take());
+        drop(s);
     }
 }
 
@@ -328,6 +430,7 @@ fn task_kinds() -> Vec<&'static str> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
+    m.add_class::<UpdateIter>()?;
     m.add_function(wrap_pyfunction!(sign_jwt, m)?)?;
     m.add_function(wrap_pyfunction!(parse_callback, m)?)?;
     m.add_function(wrap_pyfunction!(verify_webhook, m)?)?;

@@ -4,13 +4,14 @@ Work in progress: see python/README.md for what is implemented.
 """
 
 from . import errors
-from ._client import Client, parse_callback, sign_jwt, verify_webhook
+from ._client import Client, TaskUpdate, parse_callback, sign_jwt, verify_webhook
 from ._task import Image, Task, TaskKind, TaskStatus, Video
 from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _errors_all
 
 __all__ = [
     "Client",
+    "TaskUpdate",
     "Task",
     "TaskStatus",
     "TaskKind",

@@ -5,15 +5,30 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+import dataclasses
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _native
-from ._task import Task, TaskKind
+from ._task import Task, TaskKind, TaskStatus, _status
 from .errors import KlingError
 
-__all__ = ["Client", "sign_jwt", "parse_callback", "verify_webhook"]
+__all__ = ["Client", "TaskUpdate", "sign_jwt", "parse_callback", "verify_webhook"]
 
 KindLike = Union[TaskKind, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskUpdate:
+    """A status change: the task as now seen and the status before (None on first sight)."""
+
+    task: Task
+    previous: Optional[Union[TaskStatus, str]]
+
+    @classmethod
+    def _from_native(cls, text: str) -> "TaskUpdate":
+        d = json.loads(text)
+        prev = d.get("previous")
+        return cls(Task._from_native(d["task"]), None if prev is None else _status(prev))
 
 
 def _k(kind: KindLike) -> str:
@@ -122,15 +137,53 @@ class Client:
         timeout: float = 600.0,
         poll_interval: float = 1.0,
         max_poll_interval: float = 10.0,
-        on_update: Any = None,
+        on_update: Optional[Callable[[TaskUpdate], Any]] = None,
     ) -> Task:
+        cb = None
         if on_update is not None:
-            raise NotImplementedError("on_update is not implemented yet in the Python binding")
+            def cb(text: str) -> None:
+                on_update(TaskUpdate._from_native(text))
+
         return Task._from_native(
             self._native.wait(
-                _k(kind), task_id, float(timeout), float(poll_interval), float(max_poll_interval)
+                _k(kind),
+                task_id,
+                float(timeout),
+                float(poll_interval),
+                float(max_poll_interval),
+                cb,
             )
         )
+
+    def watch(
+        self,
+        task_ids: Sequence[str],
+        *,
+        kind: KindLike = "image_generation",
+        timeout: float = 600.0,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        concurrency: int = 16,
+    ) -> Iterator[TaskUpdate]:
+        """Yields a TaskUpdate each time one of the tasks changes status; ends when every
+        task is terminal. A task that fails for good (not found, wait timeout, ...) raises
+        its KlingError from the iterator, which ends the watch."""
+        it = self._native.watch(
+            _k(kind),
+            list(task_ids),
+            float(timeout),
+            float(poll_interval),
+            float(max_poll_interval),
+            int(concurrency),
+        )
+        try:
+            for item in it:
+                if isinstance(item, str):
+                    yield TaskUpdate._from_native(item)
+                else:
+                    raise item
+        finally:
+            it.close()
 
     def wait_image_task(
         self,
@@ -139,7 +192,7 @@ class Client:
         timeout: float = 600.0,
         poll_interval: float = 1.0,
         max_poll_interval: float = 10.0,
-        on_update: Any = None,
+        on_update: Optional[Callable[[TaskUpdate], Any]] = None,
     ) -> Task:
         return self.wait(
             task_id,

@@ -1,0 +1,66 @@
+"""watch() and wait(on_update=...) against the emulator."""
+
+from __future__ import annotations
+
+import pytest
+
+from klingwatch import Client, TaskStatus, TaskUpdate
+from klingwatch.errors import KlingError
+
+from test_vectors import AK, SK
+
+
+@pytest.fixture()
+def client(mock_url):
+    return Client(access_key=AK, secret_key=SK, base_url=mock_url, timeout=10.0)
+
+
+def test_wait_on_update_sees_each_change(client):
+    t = client.create_image_task("a fox")
+    seen = []
+    done = client.wait_image_task(t.id, timeout=30.0, poll_interval=0.05, on_update=seen.append)
+    assert done.status == TaskStatus.SUCCEED
+    assert seen and all(isinstance(u, TaskUpdate) for u in seen)
+    assert seen[0].previous is None
+    assert seen[-1].task.status == TaskStatus.SUCCEED
+    assert seen[-1].previous is not None and seen[-1].previous != TaskStatus.SUCCEED
+    for a, b in zip(seen, seen[1:]):
+        assert b.previous == a.task.status
+
+
+class Boom(Exception):
+    pass
+
+
+def test_on_update_exception_propagates(client):
+    t = client.create_image_task("a fox")
+
+    def cb(u):
+        raise Boom(u.task.id)
+
+    with pytest.raises(Boom) as ei:
+        client.wait(t.id, timeout=30.0, poll_interval=0.05, on_update=cb)
+    assert str(ei.value) == t.id
+
+
+def test_watch_many(client):
+    ids = [client.create_image_task(f"fox {i}").id for i in range(3)]
+    updates = list(client.watch(ids, timeout=30.0, poll_interval=0.05, max_poll_interval=0.2))
+    assert all(isinstance(u, TaskUpdate) for u in updates)
+    finals = {u.task.id: u.task.status for u in updates if u.task.is_terminal}
+    assert finals == {i: TaskStatus.SUCCEED for i in ids}
+    with pytest.raises(Exception):
+        updates[0].task = None  # frozen
+
+
+def test_watch_not_found_raises(client):
+    with pytest.raises(KlingError):
+        list(client.watch(["does-not-exist-123"], timeout=10.0, poll_interval=0.05))
+
+
+def test_watch_early_close(client):
+    ids = [client.create_image_task("fox").id]
+    it = client.watch(ids, timeout=30.0, poll_interval=0.05)
+    first = next(it)
+    assert first.task.id == ids[0]
+    it.close()
