@@ -1,8 +1,433 @@
 //! Node bindings for klingwatch (napi-rs). Every rule lives in the core crate; this only converts.
+//!
+//! Tasks cross the boundary as JSON text (the JS layer builds `Task` objects from it). Errors
+//! are thrown as a JS `Error` whose message is `KLINGWATCH_ERROR:` followed by a JSON payload
+//! (kind, message, httpStatus, klingCode, requestId, taskId, retryable, attempts); `index.js`
+//! turns it into a `KlingError`. Cancellation goes through numbered cancel tokens: the JS
+//! layer makes one per call with an `AbortSignal` and cancels it on `abort`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use klingwatch::{Error, ErrorKind, Task, TaskKind, WaitOptions};
+use napi::bindgen_prelude::within_runtime_if_available;
 use napi_derive::napi;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// The prefix of every native error message carrying a JSON payload.
+const ERROR_PREFIX: &str = "KLINGWATCH_ERROR:";
 
 /// Version of the native addon.
 #[napi]
 pub fn native_version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
+}
+
+fn error_value(err: &Error) -> Value {
+    json!({
+        "kind": err.kind().as_str(),
+        "message": err.message(),
+        "httpStatus": err.http_status(),
+        "klingCode": err.kling_code(),
+        "requestId": err.request_id(),
+        "taskId": err.task_id(),
+        "retryable": err.is_retryable(),
+        "attempts": err.attempts(),
+    })
+}
+
+/// Converts a core error into the JS error the JS layer recognises.
+fn to_js(err: Error) -> napi::Error {
+    napi::Error::from_reason(format!("{ERROR_PREFIX}{}", error_value(&err)))
+}
+
+fn kind_of(kind: Option<String>) -> napi::Result<TaskKind> {
+    match kind {
+        None => Ok(TaskKind::ImageGeneration),
+        Some(k) => k.parse::<TaskKind>().map_err(to_js),
+    }
+}
+
+fn millis(name: &str, v: f64) -> napi::Result<Duration> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(to_js(Error::invalid(format!(
+            "{name} must be a finite number >= 0"
+        ))));
+    }
+    Ok(Duration::from_secs_f64(v / 1000.0))
+}
+
+fn task_value(task: &Task) -> Value {
+    let images: Vec<Value> = task
+        .images
+        .iter()
+        .map(|i| json!({"index": i.index, "url": i.url, "watermarkUrl": i.watermark_url}))
+        .collect();
+    let videos: Vec<Value> = task
+        .videos
+        .iter()
+        .map(|v| {
+            json!({"id": v.id, "url": v.url, "watermarkUrl": v.watermark_url,
+                   "durationS": v.duration_s})
+        })
+        .collect();
+    json!({
+        "id": task.id,
+        "kind": task.kind.as_str(),
+        "status": task.status.as_str(),
+        "statusMsg": task.status_msg,
+        "externalTaskId": task.external_task_id,
+        "createdAtMs": task.created_at_ms,
+        "updatedAtMs": task.updated_at_ms,
+        "finalUnitDeduction": task.final_unit_deduction,
+        "isTerminal": task.is_terminal(),
+        "images": images,
+        "videos": videos,
+        "raw": Value::Object(task.raw.clone()),
+    })
+}
+
+fn task_json(task: &Task) -> String {
+    task_value(task).to_string()
+}
+
+// ---- cancellation -------------------------------------------------------------------------
+
+fn cancel_tokens() -> &'static Mutex<(u32, HashMap<u32, CancellationToken>)> {
+    static T: OnceLock<Mutex<(u32, HashMap<u32, CancellationToken>)>> = OnceLock::new();
+    T.get_or_init(|| Mutex::new((0, HashMap::new())))
+}
+
+/// Makes a cancel token and returns its id.
+#[napi]
+pub fn cancel_token_new() -> u32 {
+    let mut g = cancel_tokens().lock().unwrap_or_else(|e| e.into_inner());
+    g.0 = g.0.wrapping_add(1);
+    let id = g.0;
+    g.1.insert(id, CancellationToken::new());
+    id
+}
+
+/// Cancels the token `id` (every operation using it fails with `cancelled`).
+#[napi]
+pub fn cancel_token_cancel(id: u32) {
+    let g = cancel_tokens().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = g.1.get(&id) {
+        t.cancel();
+    }
+}
+
+/// Forgets the token `id` (call when the operation ended).
+#[napi]
+pub fn cancel_token_drop(id: u32) {
+    let mut g = cancel_tokens().lock().unwrap_or_else(|e| e.into_inner());
+    g.1.remove(&id);
+}
+
+fn token_of(id: Option<u32>) -> Option<CancellationToken> {
+    let id = id?;
+    let g = cancel_tokens().lock().unwrap_or_else(|e| e.into_inner());
+    Some(g.1.get(&id).cloned().unwrap_or_else(|| {
+        let t = CancellationToken::new();
+        t.cancel();
+        t
+    }))
+}
+
+/// Runs `fut` unless the token is cancelled first (dropping `fut` cancels the Rust work).
+async fn cancellable<T>(
+    token: Option<CancellationToken>,
+    fut: impl Future<Output = klingwatch::Result<T>>,
+) -> klingwatch::Result<T> {
+    match token {
+        None => fut.await,
+        Some(t) => {
+            tokio::select! {
+                biased;
+                _ = t.cancelled() => Err(Error::new(ErrorKind::Cancelled, "the operation was aborted")),
+                r = fut => r,
+            }
+        }
+    }
+}
+
+// ---- client ---------------------------------------------------------------------------------
+
+/// Options of `new NativeClient(...)`.
+#[napi(object)]
+pub struct NativeClientOptions {
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub api_key: Option<String>,
+    pub region: Option<String>,
+    pub base_url: Option<String>,
+    pub timeout_ms: Option<f64>,
+    pub max_retries: Option<u32>,
+    /// PEM text of an extra CA certificate.
+    pub ca_cert: Option<String>,
+}
+
+/// The native client: wraps `klingwatch::Client` (cheap to clone, thread-safe).
+#[napi]
+pub struct NativeClient {
+    inner: klingwatch::Client,
+}
+
+#[napi]
+impl NativeClient {
+    #[napi(constructor)]
+    pub fn new(options: Option<NativeClientOptions>) -> napi::Result<Self> {
+        let o = options.unwrap_or(NativeClientOptions {
+            access_key: None,
+            secret_key: None,
+            api_key: None,
+            region: None,
+            base_url: None,
+            timeout_ms: None,
+            max_retries: None,
+            ca_cert: None,
+        });
+        let mut b = klingwatch::Client::builder();
+        if let Some(r) = o.region {
+            b = b.region(r.parse::<klingwatch::Region>().map_err(to_js)?);
+        }
+        if let Some(t) = o.timeout_ms {
+            b = b.timeout(millis("timeoutMs", t)?);
+        }
+        if let Some(n) = o.max_retries {
+            b = b.max_retries(n);
+        }
+        if let Some(v) = o.access_key {
+            b = b.access_key(v);
+        }
+        if let Some(v) = o.secret_key {
+            b = b.secret_key(v);
+        }
+        if let Some(v) = o.api_key {
+            b = b.api_key(v);
+        }
+        if let Some(v) = o.base_url {
+            b = b.base_url(v);
+        }
+        if let Some(pem) = o.ca_cert {
+            b = b.ca_cert_pem(pem.into_bytes());
+        }
+        // Building the reqwest client may need the runtime context (resolver, timers).
+        let inner = within_runtime_if_available(move || b.build()).map_err(to_js)?;
+        Ok(NativeClient { inner })
+    }
+
+    #[napi]
+    pub fn base_url(&self) -> String {
+        self.inner.base_url().to_owned()
+    }
+
+    #[napi]
+    pub fn token(&self) -> napi::Result<String> {
+        self.inner.token().map_err(to_js)
+    }
+
+    #[napi]
+    pub async fn get_task(
+        &self,
+        kind: Option<String>,
+        task_id: String,
+        cancel: Option<u32>,
+    ) -> napi::Result<String> {
+        let kind = kind_of(kind)?;
+        let token = token_of(cancel);
+        let c = self.inner.clone();
+        cancellable(token, async move { c.get_task(kind, &task_id).await })
+            .await
+            .map(|t| task_json(&t))
+            .map_err(to_js)
+    }
+
+    #[napi]
+    pub async fn list_tasks(
+        &self,
+        kind: Option<String>,
+        page: u32,
+        page_size: u32,
+        cancel: Option<u32>,
+    ) -> napi::Result<String> {
+        let kind = kind_of(kind)?;
+        let token = token_of(cancel);
+        let c = self.inner.clone();
+        cancellable(
+            token,
+            async move { c.list_tasks(kind, page, page_size).await },
+        )
+        .await
+        .map(|ts| Value::Array(ts.iter().map(task_value).collect()).to_string())
+        .map_err(to_js)
+    }
+
+    /// A JSON array, one entry per id: `{"task": ...}` or `{"error": ...}`.
+    #[napi]
+    pub async fn get_many(
+        &self,
+        kind: Option<String>,
+        task_ids: Vec<String>,
+        concurrency: u32,
+        cancel: Option<u32>,
+    ) -> napi::Result<String> {
+        let kind = kind_of(kind)?;
+        let token = token_of(cancel);
+        let c = self.inner.clone();
+        // The core's get_many future is not `Send` (higher-ranked borrows), so it runs on a
+        // blocking thread driven by the same runtime.
+        let handle = tokio::runtime::Handle::current();
+        let results = tokio::task::spawn_blocking(move || {
+            handle.block_on(cancellable(token, async move {
+                Ok(c.get_many(kind, &task_ids, concurrency.max(1) as usize)
+                    .await)
+            }))
+        })
+        .await
+        .map_err(|e| to_js(Error::config(format!("get_many worker failed: {e}"))))?
+        .map_err(to_js)?;
+        let out: Vec<Value> = results
+            .iter()
+            .map(|r| match r {
+                Ok(t) => json!({"task": task_value(t)}),
+                Err(e) => json!({"error": error_value(e)}),
+            })
+            .collect();
+        Ok(Value::Array(out).to_string())
+    }
+
+    /// `body` is the JSON text of the create request (snake_case wire fields).
+    #[napi]
+    pub async fn create_task(
+        &self,
+        kind: Option<String>,
+        body: String,
+        cancel: Option<u32>,
+    ) -> napi::Result<String> {
+        let kind = kind_of(kind)?;
+        let body: Value = serde_json::from_str(&body)
+            .map_err(|e| to_js(Error::invalid(format!("the body is not valid JSON: {e}"))))?;
+        if !matches!(body, Value::Object(_)) {
+            return Err(to_js(Error::invalid(
+                "the create body must be a JSON object",
+            )));
+        }
+        let token = token_of(cancel);
+        let c = self.inner.clone();
+        cancellable(token, async move { c.create_task(kind, body).await })
+            .await
+            .map(|t| task_json(&t))
+            .map_err(to_js)
+    }
+
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub async fn wait(
+        &self,
+        kind: Option<String>,
+        task_id: String,
+        timeout_ms: Option<f64>,
+        poll_interval_ms: Option<f64>,
+        max_poll_interval_ms: Option<f64>,
+        cancel: Option<u32>,
+    ) -> napi::Result<String> {
+        let kind = kind_of(kind)?;
+        let mut options = WaitOptions::default();
+        if let Some(v) = timeout_ms {
+            options.timeout = millis("timeoutMs", v)?;
+        }
+        if let Some(v) = poll_interval_ms {
+            options.poll_interval = millis("pollIntervalMs", v)?;
+        }
+        if let Some(v) = max_poll_interval_ms {
+            options.max_poll_interval = millis("maxPollIntervalMs", v)?;
+        }
+        let token = token_of(cancel);
+        options.cancel = token.clone();
+        let c = self.inner.clone();
+        cancellable(token, async move { c.wait(kind, &task_id, options).await })
+            .await
+            .map(|t| task_json(&t))
+            .map_err(to_js)
+    }
+}
+
+// ---- free functions ---------------------------------------------------------------------------
+
+#[napi]
+pub fn sign_jwt(
+    access_key: String,
+    secret_key: String,
+    now: Option<i64>,
+    ttl: Option<i64>,
+) -> napi::Result<String> {
+    let now = match now {
+        Some(n) => n,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    };
+    klingwatch::sign_jwt(&access_key, &secret_key, now, ttl.unwrap_or(1800)).map_err(to_js)
+}
+
+#[napi]
+pub fn parse_callback(body: String) -> napi::Result<String> {
+    klingwatch::parse_callback(body.as_bytes())
+        .map(|t| task_json(&t))
+        .map_err(to_js)
+}
+
+/// Parses a task response body as `kind` (`{code, data, ...}` envelope or bare task).
+#[napi]
+pub fn parse_task(kind: Option<String>, body: String) -> napi::Result<String> {
+    let kind = kind_of(kind)?;
+    let v: Value = serde_json::from_str(&body)
+        .map_err(|e| to_js(Error::invalid(format!("the body is not valid JSON: {e}"))))?;
+    let data = match v.get("data") {
+        Some(d) if v.get("code").is_some() => d.clone(),
+        _ => v,
+    };
+    Task::from_value(kind, data)
+        .map(|t| task_json(&t))
+        .map_err(to_js)
+}
+
+#[napi]
+pub fn verify_webhook(
+    secret: String,
+    headers: Vec<Vec<String>>,
+    body: String,
+    tolerance_sec: Option<f64>,
+) -> napi::Result<()> {
+    let tolerance = millis("toleranceSec", tolerance_sec.unwrap_or(300.0) * 1000.0)?;
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|p| p.len() == 2)
+        .map(|p| (p[0].as_str(), p[1].as_str()))
+        .collect();
+    klingwatch::verify_webhook(&secret, &pairs, body.as_bytes(), tolerance).map_err(to_js)
+}
+
+/// The error an API answer with this HTTP status and business code becomes (JSON payload).
+#[napi]
+pub fn error_for_api(http_status: u32, code: Option<i64>, message: String) -> String {
+    let status = u16::try_from(http_status).unwrap_or(0);
+    error_value(&Error::from_api(status, code, &message, None)).to_string()
+}
+
+/// The stable names of every error kind, in the core's order.
+#[napi]
+pub fn error_kinds() -> Vec<&'static str> {
+    ErrorKind::ALL.iter().map(|k| k.as_str()).collect()
+}
+
+/// The stable names of every task kind.
+#[napi]
+pub fn task_kinds() -> Vec<&'static str> {
+    TaskKind::ALL.iter().map(|k| k.as_str()).collect()
 }

@@ -1,0 +1,142 @@
+export type TaskKind =
+  | 'image_generation'
+  | 'virtual_try_on'
+  | 'image_expand'
+  | 'multi_image_to_image'
+  | 'omni_image'
+  | 'text_to_video'
+  | 'image_to_video';
+
+export type ErrorKind =
+  | 'authentication'
+  | 'permission_denied'
+  | 'account'
+  | 'invalid_request'
+  | 'not_found'
+  | 'policy'
+  | 'rate_limited'
+  | 'server'
+  | 'timeout'
+  | 'connection'
+  | 'decode'
+  | 'config'
+  | 'task_failed'
+  | 'wait_timeout'
+  | 'cancelled'
+  | 'signature';
+
+export declare class KlingError extends Error {
+  readonly kind: ErrorKind;
+  /** Same as `kind`. */
+  readonly code: ErrorKind;
+  readonly httpStatus: number | null;
+  readonly klingCode: number | null;
+  readonly requestId: string | null;
+  readonly taskId: string | null;
+  readonly retryable: boolean;
+  readonly attempts: number;
+}
+
+export interface TaskImage {
+  index: number;
+  url: string;
+  watermarkUrl: string | null;
+}
+
+export interface TaskVideo {
+  id: string;
+  url: string;
+  watermarkUrl: string | null;
+  durationS: number | null;
+}
+
+export declare class Task {
+  readonly id: string;
+  readonly kind: TaskKind;
+  /** `submitted`, `processing`, `succeed`, `failed` (or an unknown server value). */
+  readonly status: string;
+  readonly statusMsg: string | null;
+  readonly externalTaskId: string | null;
+  readonly createdAt: Date | null;
+  readonly updatedAt: Date | null;
+  readonly createdAtMs: number | null;
+  readonly updatedAtMs: number | null;
+  readonly finalUnitDeduction: string | null;
+  readonly images: TaskImage[];
+  readonly videos: TaskVideo[];
+  readonly raw: Record<string, unknown>;
+  readonly isTerminal: boolean;
+}
+
+export interface ClientOptions {
+  accessKey?: string;
+  secretKey?: string;
+  apiKey?: string;
+  region?: string;
+  baseUrl?: string;
+  timeoutMs?: number;
+  maxRetries?: number;
+  /** PEM of an extra CA certificate to trust. */
+  caCert?: string | Buffer;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export interface KindOptions extends CallOptions {
+  kind?: TaskKind;
+}
+
+export interface WaitOptions extends KindOptions {
+  timeoutMs?: number;
+  pollIntervalMs?: number;
+  maxPollIntervalMs?: number;
+}
+
+export interface ImageGenerationRequest {
+  prompt: string;
+  modelName?: string;
+  negativePrompt?: string;
+  image?: string;
+  imageReference?: string;
+  imageFidelity?: number;
+  humanFidelity?: number;
+  resolution?: string;
+  n?: number;
+  aspectRatio?: string;
+  watermarkInfo?: { enabled: boolean };
+  callbackUrl?: string;
+  externalTaskId?: string;
+  [extra: string]: unknown;
+}
+
+export declare class Client {
+  constructor(options?: ClientOptions);
+  readonly baseUrl: string;
+  token(): string;
+  getTask(id: string, options?: KindOptions): Promise<Task>;
+  getImageTask(id: string, options?: CallOptions): Promise<Task>;
+  listTasks(options?: KindOptions & { page?: number; pageSize?: number }): Promise<Task[]>;
+  getMany(ids: Iterable<string>, options?: KindOptions & { concurrency?: number }): Promise<Array<Task | KlingError>>;
+  wait(id: string, options?: WaitOptions): Promise<Task>;
+  waitImageTask(id: string, options?: Omit<WaitOptions, 'kind'>): Promise<Task>;
+  createTask(kind: TaskKind, body: Record<string, unknown>, options?: CallOptions): Promise<Task>;
+  createImageTask(request: ImageGenerationRequest, options?: CallOptions): Promise<Task>;
+}
+
+export type Body = string | Buffer | Uint8Array | object;
+
+export declare function signJwt(accessKey: string, secretKey: string, options?: { now?: number; ttl?: number }): string;
+export declare function parseCallback(body: Body): Task;
+export declare function parseTask(body: Body, options?: { kind?: TaskKind }): Task;
+export declare function verifyWebhook(
+  secret: string,
+  headers: Record<string, string | string[] | undefined> | Iterable<[string, string]> | { entries(): Iterable<[string, string]> },
+  body: Body,
+  options?: { toleranceSec?: number },
+): true;
+export declare function errorForApi(httpStatus: number, code?: number | null, message?: string): KlingError;
+export declare const ERROR_KINDS: readonly ErrorKind[];
+export declare const TASK_KINDS: readonly TaskKind[];
+export declare function nativeVersion(): string;

@@ -1,0 +1,285 @@
+'use strict';
+// The JS face of klingwatch: a thin layer over the native addon (bindings/node). Every rule
+// lives in the Rust core; this file converts options, tasks and errors.
+
+const util = require('node:util');
+const native = require('./native.js');
+
+const ERROR_PREFIX = 'KLINGWATCH_ERROR:';
+const DEFAULT_KIND = 'image_generation';
+
+/** Every failure of klingwatch. `kind` (also `code`) is the stable core error kind. */
+class KlingError extends Error {
+  constructor(message, fields = {}) {
+    super(message);
+    this.name = 'KlingError';
+    this.kind = fields.kind || 'invalid_request';
+    this.code = this.kind;
+    this.httpStatus = fields.httpStatus ?? null;
+    this.klingCode = fields.klingCode ?? null;
+    this.requestId = fields.requestId ?? null;
+    this.taskId = fields.taskId ?? null;
+    this.retryable = Boolean(fields.retryable);
+    this.attempts = fields.attempts ?? 0;
+  }
+
+  static fromPayload(p) {
+    return new KlingError(p.message, p);
+  }
+}
+
+/** Turns anything the native layer throws into a KlingError. */
+function toKlingError(err) {
+  if (err instanceof KlingError) return err;
+  const msg = err && typeof err.message === 'string' ? err.message : String(err);
+  const at = msg.lastIndexOf(ERROR_PREFIX);
+  if (at >= 0) {
+    try {
+      const e = KlingError.fromPayload(JSON.parse(msg.slice(at + ERROR_PREFIX.length)));
+      if (err && err.stack) e.nativeStack = err.stack;
+      return e;
+    } catch (_) {
+      /* fall through */
+    }
+  }
+  // Argument conversion failures from napi (wrong types) are the caller's mistake.
+  const e = new KlingError(msg, { kind: 'invalid_request' });
+  e.cause = err;
+  return e;
+}
+
+function call(fn) {
+  try {
+    return fn();
+  } catch (err) {
+    throw toKlingError(err);
+  }
+}
+
+/** A Task as the JS face shows it. */
+class Task {
+  constructor(v) {
+    this.id = v.id;
+    this.kind = v.kind;
+    this.status = v.status;
+    this.statusMsg = v.statusMsg ?? null;
+    this.externalTaskId = v.externalTaskId ?? null;
+    this.createdAt = v.createdAtMs == null ? null : new Date(v.createdAtMs);
+    this.updatedAt = v.updatedAtMs == null ? null : new Date(v.updatedAtMs);
+    this.createdAtMs = v.createdAtMs ?? null;
+    this.updatedAtMs = v.updatedAtMs ?? null;
+    this.finalUnitDeduction = v.finalUnitDeduction ?? null;
+    this.images = (v.images || []).map((i) => ({
+      index: i.index,
+      url: i.url,
+      watermarkUrl: i.watermarkUrl ?? null,
+    }));
+    this.videos = (v.videos || []).map((x) => ({
+      id: x.id,
+      url: x.url,
+      watermarkUrl: x.watermarkUrl ?? null,
+      durationS: x.durationS ?? null,
+    }));
+    this.raw = v.raw;
+    this.isTerminal = Boolean(v.isTerminal);
+  }
+}
+
+const taskOf = (text) => new Task(JSON.parse(text));
+
+/**
+ * Runs `start(cancelId)` (a native promise). With an AbortSignal, a native cancel token is
+ * made and cancelled on abort, so the Rust work stops (the future is dropped).
+ */
+async function withSignal(signal, start) {
+  if (signal == null) {
+    try {
+      return await start(undefined);
+    } catch (err) {
+      throw toKlingError(err);
+    }
+  }
+  if (signal.aborted) {
+    throw new KlingError('the operation was aborted', { kind: 'cancelled' });
+  }
+  const id = native.cancelTokenNew();
+  const onAbort = () => native.cancelTokenCancel(id);
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await start(id);
+  } catch (err) {
+    throw toKlingError(err);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+    native.cancelTokenDrop(id);
+  }
+}
+
+function snake(key) {
+  return key.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase());
+}
+
+function toWire(obj) {
+  const out = {};
+  for (const [k, v] of Object.entries(obj)) {
+    if (v === undefined) continue;
+    out[snake(k)] = v;
+  }
+  return out;
+}
+
+const NATIVE = Symbol('klingwatch.native');
+
+class Client {
+  /**
+   * @param {object} [options] accessKey, secretKey, apiKey, region, baseUrl, timeoutMs,
+   *   maxRetries, caCert (PEM string or Buffer). Missing credentials and base URL come from
+   *   KLING_ACCESS_KEY / KLING_SECRET_KEY / KLING_API_KEY / KLING_BASE_URL.
+   */
+  constructor(options = {}) {
+    const o = options || {};
+    const caCert = o.caCert == null ? undefined : Buffer.isBuffer(o.caCert) ? o.caCert.toString('utf8') : String(o.caCert);
+    const native_ = call(
+      () =>
+        new native.NativeClient({
+          accessKey: o.accessKey ?? undefined,
+          secretKey: o.secretKey ?? undefined,
+          apiKey: o.apiKey ?? undefined,
+          region: o.region ?? undefined,
+          baseUrl: o.baseUrl ?? undefined,
+          timeoutMs: o.timeoutMs ?? undefined,
+          maxRetries: o.maxRetries ?? undefined,
+          caCert,
+        }),
+    );
+    Object.defineProperty(this, NATIVE, { value: native_, enumerable: false });
+  }
+
+  get baseUrl() {
+    return this[NATIVE].baseUrl();
+  }
+
+  /** A bearer token (signed JWT or API key). */
+  token() {
+    return call(() => this[NATIVE].token());
+  }
+
+  async getTask(id, { kind = DEFAULT_KIND, signal } = {}) {
+    const n = this[NATIVE];
+    return taskOf(await withSignal(signal, (c) => n.getTask(kind, String(id), c)));
+  }
+
+  async getImageTask(id, { signal } = {}) {
+    return this.getTask(id, { kind: DEFAULT_KIND, signal });
+  }
+
+  async listTasks({ kind = DEFAULT_KIND, page = 1, pageSize = 30, signal } = {}) {
+    const n = this[NATIVE];
+    const text = await withSignal(signal, (c) => n.listTasks(kind, page, pageSize, c));
+    return JSON.parse(text).map((v) => new Task(v));
+  }
+
+  /** One entry per id, in order: a Task or a KlingError (never rejects for per-id failures). */
+  async getMany(ids, { kind = DEFAULT_KIND, concurrency = 8, signal } = {}) {
+    const n = this[NATIVE];
+    const list = Array.from(ids, String);
+    const text = await withSignal(signal, (c) => n.getMany(kind, list, concurrency, c));
+    return JSON.parse(text).map((r) => (r.task ? new Task(r.task) : KlingError.fromPayload(r.error)));
+  }
+
+  async wait(id, { kind = DEFAULT_KIND, timeoutMs, pollIntervalMs, maxPollIntervalMs, signal } = {}) {
+    const n = this[NATIVE];
+    return taskOf(
+      await withSignal(signal, (c) =>
+        n.wait(kind, String(id), timeoutMs, pollIntervalMs, maxPollIntervalMs, c),
+      ),
+    );
+  }
+
+  async waitImageTask(id, options = {}) {
+    return this.wait(id, { ...options, kind: DEFAULT_KIND });
+  }
+
+  /** Creates a task of `kind` from a body (camelCase or snake_case keys). */
+  async createTask(kind, body, { signal } = {}) {
+    const n = this[NATIVE];
+    const json = JSON.stringify(toWire(body || {}));
+    return taskOf(await withSignal(signal, (c) => n.createTask(kind, json, c)));
+  }
+
+  /** Creates an image-generation task: {prompt, modelName, negativePrompt, n, aspectRatio, ...}. */
+  async createImageTask(request, { signal } = {}) {
+    return this.createTask(DEFAULT_KIND, request, { signal });
+  }
+
+  [util.inspect.custom]() {
+    return `Client { baseUrl: ${JSON.stringify(this.baseUrl)} }`;
+  }
+
+  toJSON() {
+    return { baseUrl: this.baseUrl };
+  }
+}
+
+/** Signs a Kling AccessKey/SecretKey JWT (HS256). `now` is Unix seconds; `ttl` seconds. */
+function signJwt(accessKey, secretKey, { now, ttl } = {}) {
+  return call(() => native.signJwt(accessKey, secretKey, now ?? undefined, ttl ?? undefined));
+}
+
+function bodyText(body) {
+  if (typeof body === 'string') return body;
+  if (Buffer.isBuffer(body) || body instanceof Uint8Array) return Buffer.from(body).toString('utf8');
+  return JSON.stringify(body);
+}
+
+/** Parses a callback (webhook) body into a Task. */
+function parseCallback(body) {
+  return taskOf(call(() => native.parseCallback(bodyText(body))));
+}
+
+/** Parses a task response body (envelope or bare task object) into a Task. */
+function parseTask(body, { kind = DEFAULT_KIND } = {}) {
+  return taskOf(call(() => native.parseTask(kind, bodyText(body))));
+}
+
+function headerPairs(headers) {
+  if (headers == null) return [];
+  if (typeof headers.entries === 'function' && !Array.isArray(headers)) {
+    return Array.from(headers.entries(), ([k, v]) => [String(k), String(v)]);
+  }
+  if (Array.isArray(headers)) return headers.map(([k, v]) => [String(k), String(v)]);
+  const out = [];
+  for (const [k, v] of Object.entries(headers)) {
+    if (Array.isArray(v)) for (const x of v) out.push([k, String(x)]);
+    else if (v != null) out.push([k, String(v)]);
+  }
+  return out;
+}
+
+/** Verifies a webhook signature; throws KlingError (kind "signature") when it fails. */
+function verifyWebhook(secret, headers, body, { toleranceSec } = {}) {
+  call(() => native.verifyWebhook(secret, headerPairs(headers), bodyText(body), toleranceSec ?? undefined));
+  return true;
+}
+
+/** The KlingError an API answer with this HTTP status and business code becomes. */
+function errorForApi(httpStatus, code, message = '') {
+  return KlingError.fromPayload(JSON.parse(native.errorForApi(httpStatus, code ?? undefined, message)));
+}
+
+const ERROR_KINDS = Object.freeze(native.errorKinds());
+const TASK_KINDS = Object.freeze(native.taskKinds());
+
+module.exports = {
+  Client,
+  KlingError,
+  Task,
+  signJwt,
+  parseCallback,
+  parseTask,
+  verifyWebhook,
+  errorForApi,
+  ERROR_KINDS,
+  TASK_KINDS,
+  nativeVersion: native.nativeVersion,
+};

@@ -1,0 +1,16 @@
+import cjs from './index.js';
+
+export const {
+  Client,
+  KlingError,
+  Task,
+  signJwt,
+  parseCallback,
+  parseTask,
+  verifyWebhook,
+  errorForApi,
+  ERROR_KINDS,
+  TASK_KINDS,
+  nativeVersion,
+} = cjs;
+export default cjs;

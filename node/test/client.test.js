@@ -1,0 +1,100 @@
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const util = require('node:util');
+const kw = require('..');
+const { AK, SK, startMock } = require('./helpers.js');
+
+let mock;
+let client;
+
+test.before(async () => {
+  mock = await startMock();
+  client = new kw.Client({ accessKey: AK, secretKey: SK, baseUrl: mock.url, maxRetries: 0 });
+});
+test.after(() => mock && mock.stop());
+
+test('create then getTask against the emulator', async () => {
+  const created = await client.createImageTask({ prompt: 'a lighthouse at dusk', n: 1 });
+  assert.ok(created instanceof kw.Task);
+  assert.ok(created.id);
+  const t = await client.getTask(created.id, { kind: 'image_generation' });
+  assert.equal(t.id, created.id);
+  assert.equal(t.kind, 'image_generation');
+  assert.ok(typeof t.status === 'string');
+  assert.ok(t.createdAt === null || t.createdAt instanceof Date);
+  const t2 = await client.getImageTask(created.id);
+  assert.equal(t2.id, created.id);
+});
+
+test('unknown task rejects with KlingError not_found', async () => {
+  await assert.rejects(client.getTask('no-such-task-123'), (e) => {
+    assert.ok(e instanceof kw.KlingError, String(e));
+    assert.equal(e.kind, 'not_found');
+    assert.equal(e.code, 'not_found');
+    assert.equal(e.retryable, false);
+    return true;
+  });
+});
+
+test('bad credentials reject with KlingError authentication', async () => {
+  const bad = new kw.Client({ accessKey: 'nope', secretKey: 'nope', baseUrl: mock.url, maxRetries: 0 });
+  await assert.rejects(bad.getTask('x'), (e) => e instanceof kw.KlingError && e.kind === 'authentication');
+});
+
+test('getMany returns tasks and errors in order', async () => {
+  const a = await client.createImageTask({ prompt: 'one' });
+  const b = await client.createImageTask({ prompt: 'two' });
+  const out = await client.getMany([a.id, 'missing-1', b.id], { concurrency: 3 });
+  assert.equal(out.length, 3);
+  assert.ok(out[0] instanceof kw.Task);
+  assert.equal(out[0].id, a.id);
+  assert.ok(out[1] instanceof kw.KlingError);
+  assert.equal(out[1].kind, 'not_found');
+  assert.equal(out[2].id, b.id);
+});
+
+test('listTasks returns Task objects', async () => {
+  const ts = await client.listTasks({ page: 1, pageSize: 10 });
+  assert.ok(Array.isArray(ts));
+  for (const t of ts) assert.ok(t instanceof kw.Task);
+});
+
+test('wait can finish a task', async () => {
+  const c = await client.createImageTask({ prompt: 'wait for me' });
+  const t = await client.waitImageTask(c.id, { timeoutMs: 60000, pollIntervalMs: 50, maxPollIntervalMs: 200 });
+  assert.equal(t.isTerminal, true);
+});
+
+test('abort cancels a wait with KlingError cancelled', async () => {
+  const c = await client.createImageTask({ prompt: 'abort me' });
+  const ac = new AbortController();
+  const started = Date.now();
+  setTimeout(() => ac.abort(), 100);
+  // A huge poll interval: only the abort can end this quickly.
+  await assert.rejects(
+    client.wait(c.id, { timeoutMs: 600000, pollIntervalMs: 60000, maxPollIntervalMs: 60000, signal: ac.signal }),
+    (e) => e instanceof kw.KlingError && e.kind === 'cancelled',
+  );
+  assert.ok(Date.now() - started < 10000);
+});
+
+test('an already-aborted signal rejects at once', async () => {
+  await assert.rejects(client.getTask('x', { signal: AbortSignal.abort() }), (e) => e instanceof kw.KlingError && e.kind === 'cancelled');
+});
+
+test('the secret never shows in inspect or JSON', () => {
+  const s = util.inspect(client, { showHidden: true, depth: 10 });
+  assert.ok(!s.includes(SK), s);
+  assert.ok(!JSON.stringify(client).includes(SK));
+  assert.ok(!String(client).includes(SK));
+});
+
+test('token() gives a JWT for the access key', () => {
+  const tok = client.token();
+  assert.equal(tok.split('.').length, 3);
+});
+
+test('bad options throw KlingError', () => {
+  assert.throws(() => new kw.Client({ accessKey: AK, secretKey: SK, region: 'mars' }), kw.KlingError);
+});
