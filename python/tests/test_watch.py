@@ -64,3 +64,33 @@ def test_watch_early_close(client):
     first = next(it)
     assert first.task.id == ids[0]
     it.close()
+
+
+def test_iter_tasks_pages(client):
+    ids = {client.create_image_task(f"page fox {i}").id for i in range(5)}
+    seen = [t.id for t in client.iter_tasks(page_size=2)]
+    assert ids <= set(seen)
+    assert len(seen) == len(set(seen))
+
+
+def test_task_and_update_pickle_round_trip(client):
+    import pickle
+
+    t = client.create_image_task("pickled fox")
+    done = client.wait_image_task(t.id, timeout=30.0, poll_interval=0.05)
+    back = pickle.loads(pickle.dumps(done))
+    assert back == done and back.images == done.images and back.raw == done.raw
+
+
+@pytest.mark.parametrize("kind", sorted(__import__("klingwatch.errors").errors._BY_KIND))
+def test_every_error_kind_pickles(kind):
+    import pickle
+
+    from klingwatch.errors import _BY_KIND, _from_native
+
+    e = _from_native(kind, "msg", 429, 1303, "req-1", "task-1", True, 2)
+    assert type(e) is _BY_KIND[kind]
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is type(e) and str(back) == str(e)
+    for attr in ("http_status", "kling_code", "request_id", "task_id"):
+        assert getattr(back, attr, None) == getattr(e, attr, None)

@@ -286,6 +286,17 @@ impl NativeClient {
         r.map(|t| task_json(&t)).map_err(to_py)
     }
 
+    /// Every task of `kind`, page by page: an iterator of task JSON or exception instances.
+    fn iter_tasks(&self, kind: &str, page_size: u32) -> PyResult<TaskIter> {
+        let kind = kind_of(kind)?;
+        let rt = runtime()?;
+        let _guard = rt.enter();
+        let stream = self.inner.iter_tasks(kind, page_size);
+        Ok(TaskIter {
+            stream: Mutex::new(Some(Box::pin(stream))),
+        })
+    }
+
     /// Watches many tasks: an iterator of update JSON strings or exception instances.
     #[pyo3(signature = (kind, task_ids, timeout=600.0, poll_interval=1.0, max_poll_interval=10.0, concurrency=16))]
     #[allow(clippy::too_many_arguments)]
@@ -368,6 +379,38 @@ impl UpdateIter {
     }
 }
 
+type TaskStream = Pin<Box<dyn Stream<Item = klingwatch::Result<Task>> + Send>>;
+
+/// Iterator over the core's `iter_tasks` stream (GIL released while waiting).
+#[pyclass(module = "klingwatch._native")]
+struct TaskIter {
+    stream: Mutex<Option<TaskStream>>,
+}
+
+#[pymethods]
+impl TaskIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let rt = runtime()?;
+        let item = py.detach(|| {
+            let mut guard = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+            let item = guard.as_mut().and_then(|s| rt.block_on(s.next()));
+            if item.is_none() {
+                *guard = None;
+            }
+            item
+        });
+        match item {
+            None => Ok(None),
+            Some(Ok(t)) => Ok(Some(task_json(&t).into_pyobject(py)?.into_any().unbind())),
+            Some(Err(e)) => Ok(Some(build_py_err(py, &e)?.into_value(py).into_any())),
+        }
+    }
+}
+
 #[pyfunction]
 #[pyo3(signature = (access_key, secret_key, now=None, ttl=1800))]
 fn sign_jwt(
@@ -431,6 +474,7 @@ fn task_kinds() -> Vec<&'static str> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
     m.add_class::<UpdateIter>()?;
+    m.add_class::<TaskIter>()?;
     m.add_function(wrap_pyfunction!(sign_jwt, m)?)?;
     m.add_function(wrap_pyfunction!(parse_callback, m)?)?;
     m.add_function(wrap_pyfunction!(verify_webhook, m)?)?;

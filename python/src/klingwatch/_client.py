@@ -88,6 +88,16 @@ class Client:
         data = json.loads(self._native.list_tasks(_k(kind), int(page), int(page_size)))
         return [Task._from_native(d) for d in data]
 
+    def iter_tasks(
+        self, kind: KindLike = "image_generation", page_size: int = 30
+    ) -> Iterator[Task]:
+        """Every task of `kind`, page by page; an error is raised from the iterator."""
+        for item in self._native.iter_tasks(_k(kind), int(page_size)):
+            if isinstance(item, str):
+                yield Task._from_native(item)
+            else:
+                raise item
+
     def get_many(
         self,
         task_ids: Sequence[str],
