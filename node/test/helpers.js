@@ -19,7 +19,10 @@ function startMock() {
       reject(new Error(`${MOCK} missing: run cargo build -p klingwatch-mock`));
       return;
     }
-    const child = spawn(MOCK, ['--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(MOCK, ['--port', '0'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+    });
     let buf = '';
     const timer = setTimeout(() => reject(new Error('mock did not start')), 15000);
     child.stdout.on('data', (d) => {
