@@ -26,17 +26,41 @@ pub fn native_version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
+/// The core's error object with camelCase keys (the only conversion the binding does).
 fn error_value(err: &Error) -> Value {
-    json!({
-        "kind": err.kind().as_str(),
-        "message": err.message(),
-        "httpStatus": err.http_status(),
-        "klingCode": err.kling_code(),
-        "requestId": err.request_id(),
-        "taskId": err.task_id(),
-        "retryable": err.is_retryable(),
-        "attempts": err.attempts(),
-    })
+    camel_keys(err.to_json())
+}
+
+/// Renames the snake_case keys of the core's JSON to camelCase: the top-level keys and those
+/// of nested result objects, never the keys inside `raw` (the server's own object).
+fn camel_keys(v: Value) -> Value {
+    fn camel(k: &str) -> String {
+        let mut out = String::with_capacity(k.len());
+        let mut up = false;
+        for c in k.chars() {
+            if c == '_' {
+                up = true;
+            } else if up {
+                out.extend(c.to_uppercase());
+                up = false;
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let v = if k == "raw" { v } else { camel_keys(v) };
+                    (camel(&k), v)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(camel_keys).collect()),
+        other => other,
+    }
 }
 
 /// Converts a core error into the JS error the JS layer recognises.
@@ -61,33 +85,7 @@ fn millis(name: &str, v: f64) -> napi::Result<Duration> {
 }
 
 fn task_value(task: &Task) -> Value {
-    let images: Vec<Value> = task
-        .images
-        .iter()
-        .map(|i| json!({"index": i.index, "url": i.url, "watermarkUrl": i.watermark_url}))
-        .collect();
-    let videos: Vec<Value> = task
-        .videos
-        .iter()
-        .map(|v| {
-            json!({"id": v.id, "url": v.url, "watermarkUrl": v.watermark_url,
-                   "durationS": v.duration_s})
-        })
-        .collect();
-    json!({
-        "id": task.id,
-        "kind": task.kind.as_str(),
-        "status": task.status.as_str(),
-        "statusMsg": task.status_msg,
-        "externalTaskId": task.external_task_id,
-        "createdAtMs": task.created_at_ms,
-        "updatedAtMs": task.updated_at_ms,
-        "finalUnitDeduction": task.final_unit_deduction,
-        "isTerminal": task.is_terminal(),
-        "images": images,
-        "videos": videos,
-        "raw": Value::Object(task.raw.clone()),
-    })
+    camel_keys(task.to_json())
 }
 
 fn task_json(task: &Task) -> String {

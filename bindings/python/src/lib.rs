@@ -66,32 +66,7 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
 
 /// A task as a JSON object (the fields of `klingwatch.Task`).
 fn task_value(task: &Task) -> Value {
-    let images: Vec<Value> = task
-        .images
-        .iter()
-        .map(|i| json!({"index": i.index, "url": i.url, "watermark_url": i.watermark_url}))
-        .collect();
-    let videos: Vec<Value> = task
-        .videos
-        .iter()
-        .map(|v| {
-            json!({"id": v.id, "url": v.url, "watermark_url": v.watermark_url,
-                   "duration_s": v.duration_s})
-        })
-        .collect();
-    json!({
-        "id": task.id,
-        "kind": task.kind.as_str(),
-        "status": task.status.as_str(),
-        "status_msg": task.status_msg,
-        "external_task_id": task.external_task_id,
-        "created_at_ms": task.created_at_ms,
-        "updated_at_ms": task.updated_at_ms,
-        "final_unit_deduction": task.final_unit_deduction,
-        "images": images,
-        "videos": videos,
-        "raw": Value::Object(task.raw.clone()),
-    })
+    task.to_json()
 }
 
 fn task_json(task: &Task) -> String {

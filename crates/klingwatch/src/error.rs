@@ -386,6 +386,22 @@ impl Error {
         e
     }
 
+    /// The error as one JSON object with stable snake_case keys: `kind`, `message`,
+    /// `http_status`, `kling_code`, `request_id`, `task_id`, `retryable`, `attempts`
+    /// (secret-free, like every field of an error). Bindings rebuild their error from this.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": self.kind().as_str(),
+            "message": self.message(),
+            "http_status": self.http_status(),
+            "kling_code": self.kling_code(),
+            "request_id": self.request_id(),
+            "task_id": self.task_id(),
+            "retryable": self.is_retryable(),
+            "attempts": self.attempts(),
+        })
+    }
+
     /// The stable kind.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind

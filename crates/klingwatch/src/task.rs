@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -307,6 +307,42 @@ impl Task {
         Task::from_value(kind, value)
     }
 
+    /// The task as one JSON object with stable snake_case keys: `id`, `kind`, `status`,
+    /// `status_msg`, `external_task_id`, `created_at_ms`, `updated_at_ms`,
+    /// `final_unit_deduction`, `images` (`index`, `url`, `watermark_url`), `videos` (`id`,
+    /// `url`, `watermark_url`, `duration_s`) and `raw` (the object as received).
+    ///
+    /// This is the one serialisation every binding and the CLI start from (a binding only
+    /// renames keys to its language's case style).
+    pub fn to_json(&self) -> Value {
+        let images: Vec<Value> = self
+            .images
+            .iter()
+            .map(|i| json!({"index": i.index, "url": i.url, "watermark_url": i.watermark_url}))
+            .collect();
+        let videos: Vec<Value> = self
+            .videos
+            .iter()
+            .map(|v| {
+                json!({"id": v.id, "url": v.url, "watermark_url": v.watermark_url,
+                       "duration_s": v.duration_s})
+            })
+            .collect();
+        json!({
+            "id": self.id,
+            "kind": self.kind.as_str(),
+            "status": self.status.as_str(),
+            "status_msg": self.status_msg,
+            "external_task_id": self.external_task_id,
+            "created_at_ms": self.created_at_ms,
+            "updated_at_ms": self.updated_at_ms,
+            "final_unit_deduction": self.final_unit_deduction,
+            "images": images,
+            "videos": videos,
+            "raw": Value::Object(self.raw.clone()),
+        })
+    }
+
     /// True once the task is `succeed` or `failed`.
     pub fn is_terminal(&self) -> bool {
         self.status.is_terminal()
@@ -468,5 +504,25 @@ fn shorten(s: &str) -> String {
     } else {
         let head: String = s.chars().take(61).collect();
         format!("{head}...")
+    }
+}
+
+#[cfg(test)]
+mod to_json_tests {
+    use super::*;
+
+    #[test]
+    fn to_json_has_the_stable_keys_and_keeps_raw() {
+        let body = br#"{"task_id":"t1","task_status":"succeed","task_status_msg":"","created_at":1722769557708,"updated_at":1722769567708,"task_info":{"external_task_id":"e1"},"task_result":{"images":[{"index":0,"url":"https://x/a.png"}]},"extra_field":{"a_b":1}}"#;
+        let t = Task::from_json_slice(TaskKind::ImageGeneration, body).unwrap();
+        let v = t.to_json();
+        assert_eq!(v["id"], "t1");
+        assert_eq!(v["kind"], "image_generation");
+        assert_eq!(v["status"], "succeed");
+        assert_eq!(v["external_task_id"], "e1");
+        assert_eq!(v["created_at_ms"], 1722769557708i64);
+        assert_eq!(v["images"][0]["url"], "https://x/a.png");
+        assert_eq!(v["images"][0]["watermark_url"], Value::Null);
+        assert_eq!(v["raw"]["extra_field"]["a_b"], 1);
     }
 }
