@@ -5,7 +5,7 @@
 //! the `klingwatch.errors` class matching the core's error kind.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -14,22 +14,113 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use serde_json::{json, Value};
 
-/// The one tokio runtime every client of this process shares.
+/// The tokio runtime every client of this process shares, one per process: after
+/// `os.fork()` the parent's worker threads do not exist in the child, so the child gets a
+/// fresh runtime (the parent's is left untouched, never dropped).
 fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
-    static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("klingwatch-py")
-            .build()
-            .map_err(|e| e.to_string())
+    static RT: Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut slot = RT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((owner, rt)) = *slot {
+        if owner == pid {
+            return Ok(rt);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("klingwatch-py")
+        .build()
+        .map_err(|e| {
+            to_py(Error::config(format!(
+                "could not start the tokio runtime: {e}"
+            )))
+        })?;
+    let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
+    *slot = Some((pid, rt));
+    Ok(rt)
+}
+
+/// The runtime pyo3-async-runtimes spawns `AsyncClient` work on: ours (per process), so
+/// sync and async calls share one connection pool and fork is handled in one place.
+struct KwRuntime;
+
+tokio::task_local! {
+    static TASK_LOCALS: std::cell::OnceCell<pyo3_async_runtimes::TaskLocals>;
+}
+
+impl pyo3_async_runtimes::generic::Runtime for KwRuntime {
+    type JoinError = tokio::task::JoinError;
+    type JoinHandle = tokio::task::JoinHandle<()>;
+
+    fn spawn<F>(fut: F) -> Self::JoinHandle
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        // Every async entry point calls `runtime()?` before converting its future, so this
+        // only re-reads the per-process runtime.
+        match runtime() {
+            Ok(rt) => rt.spawn(fut),
+            Err(_) => tokio::spawn(fut),
+        }
+    }
+
+    fn spawn_blocking<F>(f: F) -> Self::JoinHandle
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        match runtime() {
+            Ok(rt) => rt.spawn_blocking(f),
+            Err(_) => tokio::task::spawn_blocking(f),
+        }
+    }
+}
+
+impl pyo3_async_runtimes::generic::ContextExt for KwRuntime {
+    fn scope<F, R>(
+        locals: pyo3_async_runtimes::TaskLocals,
+        fut: F,
+    ) -> Pin<Box<dyn std::future::Future<Output = R> + Send>>
+    where
+        F: std::future::Future<Output = R> + Send + 'static,
+    {
+        let cell = std::cell::OnceCell::new();
+        let _ = cell.set(locals);
+        Box::pin(TASK_LOCALS.scope(cell, fut))
+    }
+
+    fn get_task_locals() -> Option<pyo3_async_runtimes::TaskLocals> {
+        TASK_LOCALS
+            .try_with(|c| c.get().cloned())
+            .unwrap_or_default()
+    }
+}
+
+/// Runs a core future as a Python awaitable on our runtime. Cancelling the asyncio task
+/// drops the Rust future, which stops its requests and polling. A panic becomes a
+/// `KlingError`, never a `PanicException`.
+fn awaitable<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: std::future::Future<Output = klingwatch::Result<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    runtime()?;
+    pyo3_async_runtimes::generic::future_into_py::<KwRuntime, _, T>(py, async move {
+        match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)).await {
+            Ok(r) => r.map_err(to_py),
+            Err(_) => Err(to_py(Error::from_panic())),
+        }
     })
-    .as_ref()
-    .map_err(|e| {
-        to_py(Error::config(format!(
-            "could not start the tokio runtime: {e}"
-        )))
+}
+
+/// Runs blocking core work with the GIL released; a panic becomes a `KlingError`.
+fn blocking<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> klingwatch::Result<T> + Send,
+) -> PyResult<T> {
+    py.detach(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::from_panic()))
     })
+    .map_err(to_py)
 }
 
 /// Converts a core error into the matching `klingwatch.errors` exception.
@@ -84,16 +175,81 @@ fn parse_body(body: &str) -> PyResult<Value> {
     Ok(v)
 }
 
+/// One result crossing into Python as JSON text: `{"ok": ...}` or `{"error": ...}` (the
+/// core's `Error::to_json`; the Python layer rebuilds the matching exception class).
+fn envelope<T>(r: klingwatch::Result<T>, ok: impl FnOnce(&T) -> Value) -> Value {
+    match r {
+        Ok(v) => json!({ "ok": ok(&v) }),
+        Err(e) => json!({ "error": e.to_json() }),
+    }
+}
+
+/// The results of a batch as one JSON array of envelopes, in order.
+fn task_envelopes(results: Vec<klingwatch::Result<Task>>) -> String {
+    Value::Array(
+        results
+            .into_iter()
+            .map(|r| envelope(r, task_value))
+            .collect(),
+    )
+    .to_string()
+}
+
+fn update_value(u: &TaskUpdate) -> Value {
+    json!({"task": task_value(&u.task), "previous": u.previous.as_ref().map(|s| s.as_str())})
+}
+
+fn update_json(u: &TaskUpdate) -> String {
+    update_value(u).to_string()
+}
+
+type EnvelopeStream = Pin<Box<dyn Stream<Item = Value> + Send>>;
+
+/// The options shared by `wait`, `wait_updates` and `watch`.
+fn wait_options(
+    timeout: f64,
+    poll_interval: f64,
+    max_poll_interval: f64,
+) -> PyResult<WaitOptions> {
+    Ok(WaitOptions {
+        timeout: secs("timeout", timeout)?,
+        poll_interval: secs("poll_interval", poll_interval)?,
+        max_poll_interval: secs("max_poll_interval", max_poll_interval)?,
+        ..WaitOptions::default()
+    })
+}
+
 /// The native client: wraps `klingwatch::Client` (cheap to clone, thread-safe).
 #[pyclass(frozen, module = "klingwatch._native")]
 struct NativeClient {
     inner: klingwatch::Client,
+    /// The process that built it: a client's connections and runtime do not survive
+    /// `os.fork()`, so using it in a child is refused with a clear error instead of hanging.
+    pid: u32,
+}
+
+impl NativeClient {
+    fn client(&self) -> PyResult<klingwatch::Client> {
+        if std::process::id() != self.pid {
+            return Err(to_py(Error::config(
+                "this client was created in another process (before os.fork()); create a new \
+                 client in this process",
+            )));
+        }
+        Ok(self.inner.clone())
+    }
+
+    fn stream_iter(&self, stream: EnvelopeStream) -> StreamIter {
+        StreamIter {
+            stream: Arc::new(tokio::sync::Mutex::new(Some(stream))),
+        }
+    }
 }
 
 #[pymethods]
 impl NativeClient {
     #[new]
-    #[pyo3(signature = (access_key=None, secret_key=None, api_key=None, region="global", base_url=None, timeout=30.0, max_retries=3, ca_cert=None))]
+    #[pyo3(signature = (access_key=None, secret_key=None, api_key=None, region="global", base_url=None, timeout=30.0, max_retries=3, ca_cert=None, token_ttl=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         access_key: Option<String>,
@@ -104,6 +260,7 @@ impl NativeClient {
         timeout: f64,
         max_retries: u32,
         ca_cert: Option<Vec<u8>>,
+        token_ttl: Option<i64>,
     ) -> PyResult<Self> {
         let region = region.parse::<klingwatch::Region>().map_err(to_py)?;
         let mut b = klingwatch::Client::builder()
@@ -125,29 +282,37 @@ impl NativeClient {
         if let Some(pem) = ca_cert {
             b = b.ca_cert_pem(pem);
         }
+        if let Some(ttl) = token_ttl {
+            b = b.token_ttl_secs(ttl);
+        }
         // Building the reqwest client may need the runtime context (resolver, timers).
         let rt = runtime()?;
         let _guard = rt.enter();
         let inner = b.build().map_err(to_py)?;
-        Ok(NativeClient { inner })
+        Ok(NativeClient {
+            inner,
+            pid: std::process::id(),
+        })
     }
 
     fn base_url(&self) -> String {
         self.inner.base_url().to_owned()
     }
 
+    /// How many JWTs this client has signed (one per refresh, however many callers).
+    fn token_signatures(&self) -> u64 {
+        self.inner.token_provider().signatures()
+    }
+
     fn token(&self, py: Python<'_>) -> PyResult<String> {
-        let c = self.inner.clone();
-        py.detach(move || c.token()).map_err(to_py)
+        let c = self.client()?;
+        blocking(py, move || c.token())
     }
 
     fn get_task(&self, py: Python<'_>, kind: &str, task_id: String) -> PyResult<String> {
         let kind = kind_of(kind)?;
-        let c = self.inner.clone();
-        let rt = runtime()?;
-        py.detach(move || rt.block_on(async move { c.get_task(kind, &task_id).await }))
-            .map(|t| task_json(&t))
-            .map_err(to_py)
+        let (c, rt) = (self.client()?, runtime()?);
+        blocking(py, move || rt.block_on(c.get_task(kind, &task_id))).map(|t| task_json(&t))
     }
 
     fn get_task_by_external_id(
@@ -157,13 +322,11 @@ impl NativeClient {
         external_task_id: String,
     ) -> PyResult<String> {
         let kind = kind_of(kind)?;
-        let c = self.inner.clone();
-        let rt = runtime()?;
-        py.detach(move || {
-            rt.block_on(async move { c.get_task_by_external_id(kind, &external_task_id).await })
+        let (c, rt) = (self.client()?, runtime()?);
+        blocking(py, move || {
+            rt.block_on(c.get_task_by_external_id(kind, &external_task_id))
         })
         .map(|t| task_json(&t))
-        .map_err(to_py)
     }
 
     fn list_tasks(
@@ -174,44 +337,45 @@ impl NativeClient {
         page_size: u32,
     ) -> PyResult<String> {
         let kind = kind_of(kind)?;
-        let c = self.inner.clone();
-        let rt = runtime()?;
-        py.detach(move || rt.block_on(async move { c.list_tasks(kind, page, page_size).await }))
+        let (c, rt) = (self.client()?, runtime()?);
+        blocking(py, move || rt.block_on(c.list_tasks(kind, page, page_size)))
             .map(|ts| Value::Array(ts.iter().map(task_value).collect()).to_string())
-            .map_err(to_py)
     }
 
-    /// One entry per id: the task JSON (str) or the exception instance.
+    /// One envelope per id, in order, as one JSON array.
     fn get_many(
         &self,
         py: Python<'_>,
         kind: &str,
         task_ids: Vec<String>,
         concurrency: usize,
-    ) -> PyResult<Vec<Py<PyAny>>> {
+    ) -> PyResult<String> {
         let kind = kind_of(kind)?;
-        let c = self.inner.clone();
-        let rt = runtime()?;
-        let results = py.detach(move || {
-            rt.block_on(async move { c.get_many(kind, &task_ids, concurrency).await })
-        });
-        results
-            .into_iter()
-            .map(|r| match r {
-                Ok(t) => Ok(task_json(&t).into_pyobject(py)?.into_any().unbind()),
-                Err(e) => Ok(build_py_err(py, &e)?.into_value(py).into_any()),
-            })
-            .collect()
+        let (c, rt) = (self.client()?, runtime()?);
+        blocking(py, move || {
+            let results = rt.block_on(c.get_many(kind, &task_ids, concurrency));
+            Ok(task_envelopes(results))
+        })
     }
 
     fn create_task(&self, py: Python<'_>, kind: &str, body: &str) -> PyResult<String> {
         let kind = kind_of(kind)?;
         let body = parse_body(body)?;
-        let c = self.inner.clone();
-        let rt = runtime()?;
-        py.detach(move || rt.block_on(async move { c.create_task(kind, body).await }))
-            .map(|t| task_json(&t))
-            .map_err(to_py)
+        let (c, rt) = (self.client()?, runtime()?);
+        blocking(py, move || rt.block_on(c.create_task(kind, body))).map(|t| task_json(&t))
+    }
+
+    /// Saves the results of a succeeded task (given as its JSON) into `directory`.
+    fn download_results(
+        &self,
+        py: Python<'_>,
+        kind: &str,
+        task: &str,
+        directory: std::path::PathBuf,
+    ) -> PyResult<Vec<std::path::PathBuf>> {
+        let task = task_from_json(kind, task)?;
+        let (c, rt) = (self.client()?, runtime()?);
+        blocking(py, move || rt.block_on(c.download_results(&task, &directory)))
     }
 
     /// Waits for a task; `on_update(update_json)` is called with the GIL on each status
@@ -245,34 +409,49 @@ impl NativeClient {
             cb
         });
         let options = WaitOptions {
-            timeout: secs("timeout", timeout)?,
-            poll_interval: secs("poll_interval", poll_interval)?,
-            max_poll_interval: secs("max_poll_interval", max_poll_interval)?,
             on_update: cb,
-            ..WaitOptions::default()
+            ..wait_options(timeout, poll_interval, max_poll_interval)?
         };
-        let c = self.inner.clone();
-        let rt = runtime()?;
-        let r =
-            py.detach(move || rt.block_on(async move { c.wait(kind, &task_id, options).await }));
+        let (c, rt) = (self.client()?, runtime()?);
+        let r = blocking(py, move || rt.block_on(c.wait(kind, &task_id, options)));
         if let Some(e) = raised.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
-        r.map(|t| task_json(&t)).map_err(to_py)
+        r.map(|t| task_json(&t))
     }
 
-    /// Every task of `kind`, page by page: an iterator of task JSON or exception instances.
-    fn iter_tasks(&self, kind: &str, page_size: u32) -> PyResult<TaskIter> {
+    /// The status changes of one task until it ends (envelopes of updates; the last is
+    /// terminal or an error). Backs `AsyncClient.wait`, whose callback runs on the loop.
+    fn wait_updates(
+        &self,
+        kind: &str,
+        task_id: String,
+        timeout: f64,
+        poll_interval: f64,
+        max_poll_interval: f64,
+    ) -> PyResult<StreamIter> {
         let kind = kind_of(kind)?;
-        let rt = runtime()?;
-        let _guard = rt.enter();
-        let stream = self.inner.iter_tasks(kind, page_size);
-        Ok(TaskIter {
-            stream: Mutex::new(Some(Box::pin(stream))),
-        })
+        let options = wait_options(timeout, poll_interval, max_poll_interval)?;
+        let c = self.client()?;
+        let _guard = runtime()?.enter();
+        let stream = c
+            .wait_updates(kind, &task_id, options)
+            .map(|r| envelope(r, update_value));
+        Ok(self.stream_iter(Box::pin(stream)))
     }
 
-    /// Watches many tasks: an iterator of update JSON strings or exception instances.
+    /// Every task of `kind`, page by page (envelopes of tasks).
+    fn iter_tasks(&self, kind: &str, page_size: u32) -> PyResult<StreamIter> {
+        let kind = kind_of(kind)?;
+        let c = self.client()?;
+        let _guard = runtime()?.enter();
+        let stream = c
+            .iter_tasks(kind, page_size)
+            .map(|r| envelope(r, task_value));
+        Ok(self.stream_iter(Box::pin(stream)))
+    }
+
+    /// Watches many tasks (envelopes of updates, and of per-task errors).
     #[pyo3(signature = (kind, task_ids, timeout=600.0, poll_interval=1.0, max_poll_interval=10.0, concurrency=16))]
     #[allow(clippy::too_many_arguments)]
     fn watch(
@@ -283,7 +462,7 @@ impl NativeClient {
         poll_interval: f64,
         max_poll_interval: f64,
         concurrency: usize,
-    ) -> PyResult<UpdateIter> {
+    ) -> PyResult<StreamIter> {
         let kind = kind_of(kind)?;
         let options = WatchOptions {
             timeout: secs("timeout", timeout)?,
@@ -292,12 +471,100 @@ impl NativeClient {
             concurrency,
             ..WatchOptions::default()
         };
-        let rt = runtime()?;
-        let _guard = rt.enter();
-        let stream = self.inner.watch(kind, task_ids, options);
-        Ok(UpdateIter {
-            stream: Mutex::new(Some(Box::pin(stream))),
+        let c = self.client()?;
+        let _guard = runtime()?.enter();
+        let stream = c
+            .watch(kind, task_ids, options)
+            .map(|r| envelope(r, update_value));
+        Ok(self.stream_iter(Box::pin(stream)))
+    }
+
+    // ---- asyncio: the same calls as awaitables (cancelling the task drops the Rust work) ----
+
+    fn token_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.client()?;
+        awaitable(py, async move { c.token() })
+    }
+
+    fn get_task_async<'py>(
+        &self,
+        py: Python<'py>,
+        kind: &str,
+        task_id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kind = kind_of(kind)?;
+        let c = self.client()?;
+        awaitable(py, async move { c.get_task(kind, &task_id).await.map(|t| task_json(&t)) })
+    }
+
+    fn get_task_by_external_id_async<'py>(
+        &self,
+        py: Python<'py>,
+        kind: &str,
+        external_task_id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kind = kind_of(kind)?;
+        let c = self.client()?;
+        awaitable(py, async move {
+            c.get_task_by_external_id(kind, &external_task_id)
+                .await
+                .map(|t| task_json(&t))
         })
+    }
+
+    fn list_tasks_async<'py>(
+        &self,
+        py: Python<'py>,
+        kind: &str,
+        page: u32,
+        page_size: u32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kind = kind_of(kind)?;
+        let c = self.client()?;
+        awaitable(py, async move {
+            c.list_tasks(kind, page, page_size)
+                .await
+                .map(|ts| Value::Array(ts.iter().map(task_value).collect()).to_string())
+        })
+    }
+
+    fn get_many_async<'py>(
+        &self,
+        py: Python<'py>,
+        kind: &str,
+        task_ids: Vec<String>,
+        concurrency: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kind = kind_of(kind)?;
+        let c = self.client()?;
+        awaitable(py, async move {
+            let results = c.get_many(kind, &task_ids, concurrency).await;
+            Ok(task_envelopes(results))
+        })
+    }
+
+    fn create_task_async<'py>(
+        &self,
+        py: Python<'py>,
+        kind: &str,
+        body: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let kind = kind_of(kind)?;
+        let body = parse_body(body)?;
+        let c = self.client()?;
+        awaitable(py, async move { c.create_task(kind, body).await.map(|t| task_json(&t)) })
+    }
+
+    fn download_results_async<'py>(
+        &self,
+        py: Python<'py>,
+        kind: &str,
+        task: &str,
+        directory: std::path::PathBuf,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let task = task_from_json(kind, task)?;
+        let c = self.client()?;
+        awaitable(py, async move { c.download_results(&task, &directory).await })
     }
 
     fn __repr__(&self) -> String {
@@ -305,84 +572,61 @@ impl NativeClient {
     }
 }
 
-fn update_json(u: &TaskUpdate) -> String {
-    json!({"task": task_value(&u.task), "previous": u.previous.as_ref().map(|s| s.as_str())})
-        .to_string()
+/// Rebuilds a core task from the JSON of `Task.to_dict()`'s `raw` object.
+fn task_from_json(kind: &str, raw: &str) -> PyResult<Task> {
+    let kind = kind_of(kind)?;
+    let v: Value = serde_json::from_str(raw)
+        .map_err(|e| to_py(Error::invalid(format!("the task is not valid JSON: {e}"))))?;
+    Task::from_value(kind, v).map_err(to_py)
 }
 
-type UpdateStream = Pin<Box<dyn Stream<Item = klingwatch::Result<TaskUpdate>> + Send>>;
+/// A core stream of envelopes, iterable both ways: `__next__` blocks with the GIL released,
+/// `__anext__` is an awaitable. `close()` (or dropping it) stops the polling behind it.
+#[pyclass(frozen, module = "klingwatch._native")]
+struct StreamIter {
+    stream: Arc<tokio::sync::Mutex<Option<EnvelopeStream>>>,
+}
 
-/// Iterator over a core update stream; each `__next__` waits with the GIL released.
-/// Yields the update as JSON text, or the exception instance of a per-task error.
-#[pyclass(module = "klingwatch._native")]
-struct UpdateIter {
-    stream: Mutex<Option<UpdateStream>>,
+async fn next_envelope(
+    stream: Arc<tokio::sync::Mutex<Option<EnvelopeStream>>>,
+) -> Option<String> {
+    let mut guard = stream.lock().await;
+    let item = match guard.as_mut() {
+        Some(s) => s.next().await,
+        None => None,
+    };
+    if item.is_none() {
+        *guard = None;
+    }
+    item.map(|v| v.to_string())
 }
 
 #[pymethods]
-impl UpdateIter {
+impl StreamIter {
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
         slf
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+    /// The next envelope (JSON text), or None at the end.
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
         let rt = runtime()?;
-        let item = py.detach(|| {
-            let mut guard = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-            match guard.as_mut() {
-                None => None,
-                Some(s) => {
-                    let item = rt.block_on(s.next());
-                    if item.is_none() {
-                        *guard = None;
-                    }
-                    item
-                }
-            }
-        });
-        match item {
-            None => Ok(None),
-            Some(Ok(u)) => Ok(Some(update_json(&u).into_pyobject(py)?.into_any().unbind())),
-            Some(Err(e)) => Ok(Some(build_py_err(py, &e)?.into_value(py).into_any())),
-        }
+        let stream = self.stream.clone();
+        blocking(py, move || Ok(rt.block_on(next_envelope(stream))))
     }
 
-    /// Stops the watch (drops the stream, which cancels the polling).
-    fn close(&self, py: Python<'_>) {
-        let s = py.detach(|| self.stream.lock().unwrap_or_else(|p| p.into_inner()).take());
-        drop(s);
-    }
-}
-
-type TaskStream = Pin<Box<dyn Stream<Item = klingwatch::Result<Task>> + Send>>;
-
-/// Iterator over the core's `iter_tasks` stream (GIL released while waiting).
-#[pyclass(module = "klingwatch._native")]
-struct TaskIter {
-    stream: Mutex<Option<TaskStream>>,
-}
-
-#[pymethods]
-impl TaskIter {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
+    /// An awaitable of the next envelope, or of None at the end.
+    fn next_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let stream = self.stream.clone();
+        awaitable(py, async move { Ok(next_envelope(stream).await) })
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+    /// Stops the stream (drops it, which cancels the polling).
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
         let rt = runtime()?;
-        let item = py.detach(|| {
-            let mut guard = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-            let item = guard.as_mut().and_then(|s| rt.block_on(s.next()));
-            if item.is_none() {
-                *guard = None;
-            }
-            item
-        });
-        match item {
-            None => Ok(None),
-            Some(Ok(t)) => Ok(Some(task_json(&t).into_pyobject(py)?.into_any().unbind())),
-            Some(Err(e)) => Ok(Some(build_py_err(py, &e)?.into_value(py).into_any())),
-        }
+        let stream = self.stream.clone();
+        let taken = blocking(py, move || Ok(rt.block_on(async move { stream.lock().await.take() })))?;
+        drop(taken);
+        Ok(())
     }
 }
 
@@ -448,8 +692,7 @@ fn task_kinds() -> Vec<&'static str> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
-    m.add_class::<UpdateIter>()?;
-    m.add_class::<TaskIter>()?;
+    m.add_class::<StreamIter>()?;
     m.add_function(wrap_pyfunction!(sign_jwt, m)?)?;
     m.add_function(wrap_pyfunction!(parse_callback, m)?)?;
     m.add_function(wrap_pyfunction!(verify_webhook, m)?)?;

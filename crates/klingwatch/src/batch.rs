@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use futures::stream::{self, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::client::Client;
 use crate::error::Result;
@@ -39,13 +39,23 @@ impl Client {
             })
             .collect();
         let mut results: Vec<Option<Result<Task>>> = (0..unique.len()).map(|_| None).collect();
-        let mut queries = stream::iter(unique.iter().enumerate())
-            .map(|(slot, id)| async move { (slot, self.get_task(kind, id).await) })
-            .buffer_unordered(concurrency);
-        while let Some((slot, result)) = queries.next().await {
-            results[slot] = Some(result);
+        // A hand-fed FuturesUnordered rather than `stream::iter(..).map(..).buffer_unordered`:
+        // same bounded concurrency, and the future stays provably `Send` for the bindings
+        // (the closure form trips rustc's higher-ranked lifetime inference).
+        let mut in_flight = FuturesUnordered::new();
+        let mut next = 0;
+        loop {
+            while in_flight.len() < concurrency && next < unique.len() {
+                let (slot, id) = (next, unique[next]);
+                in_flight.push(async move { (slot, self.get_task(kind, id).await) });
+                next += 1;
+            }
+            match in_flight.next().await {
+                Some((slot, result)) => results[slot] = Some(result),
+                None => break,
+            }
         }
-        drop(queries);
+        drop(in_flight);
         // Each unique result moves to its first position; later duplicates get clones.
         let mut out = Vec::with_capacity(ids.len());
         let mut used = vec![false; unique.len()];

@@ -402,6 +402,15 @@ impl Error {
         })
     }
 
+    /// The error a binding reports when it caught a panic of the core (so no panic ever
+    /// crosses into Python or JavaScript as anything but a klingwatch error).
+    pub fn from_panic() -> Error {
+        Error::new(
+            ErrorKind::Config,
+            "internal error in klingwatch (a panic was caught); please report it",
+        )
+    }
+
     /// The stable kind.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind

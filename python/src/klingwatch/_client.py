@@ -3,16 +3,30 @@ GIL released."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
-import dataclasses
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+import pathlib
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
-from . import _native
+from . import _native, errors
 from ._task import Task, TaskKind, TaskStatus, _status
 from .errors import KlingError
 
-__all__ = ["Client", "TaskUpdate", "sign_jwt", "parse_callback", "verify_webhook"]
+__all__ = ["Client", "AsyncClient", "TaskUpdate", "sign_jwt", "parse_callback", "verify_webhook"]
 
 KindLike = Union[TaskKind, str]
 
@@ -25,8 +39,8 @@ class TaskUpdate:
     previous: Optional[Union[TaskStatus, str]]
 
     @classmethod
-    def _from_native(cls, text: str) -> "TaskUpdate":
-        d = json.loads(text)
+    def _from_native(cls, data: Union[str, Dict[str, Any]]) -> "TaskUpdate":
+        d = json.loads(data) if isinstance(data, str) else data
         prev = d.get("previous")
         return cls(Task._from_native(d["task"]), None if prev is None else _status(prev))
 
@@ -35,9 +49,73 @@ def _k(kind: KindLike) -> str:
     return str(kind.value if isinstance(kind, TaskKind) else kind)
 
 
-class Client:
-    """A Kling API client. Credentials not given are read from KLING_* environment
-    variables by the core; explicit arguments win."""
+def _error(d: Dict[str, Any]) -> KlingError:
+    return errors._from_native(
+        d["kind"],
+        d["message"],
+        d.get("http_status"),
+        d.get("kling_code"),
+        d.get("request_id"),
+        d.get("task_id"),
+        bool(d.get("retryable")),
+        int(d.get("attempts") or 0),
+    )
+
+
+def _unwrap(envelope: Dict[str, Any]) -> Any:
+    """An envelope from the native layer: {"ok": value} or {"error": the core's error}."""
+    if "error" in envelope:
+        return _error(envelope["error"])
+    return envelope["ok"]
+
+
+def _tasks_or_errors(text: str) -> List[Union[Task, KlingError]]:
+    out: List[Union[Task, KlingError]] = []
+    for env in json.loads(text):
+        v = _unwrap(env)
+        out.append(v if isinstance(v, KlingError) else Task._from_native(v))
+    return out
+
+
+def _pem(ca_cert: Union[str, bytes, "os.PathLike[str]", None]) -> Optional[bytes]:
+    if ca_cert is None:
+        return None
+    if isinstance(ca_cert, bytes):
+        return ca_cert
+    with open(ca_cert, "rb") as f:
+        return f.read()
+
+
+def _create_body(
+    prompt: str,
+    model_name: Optional[str],
+    negative_prompt: Optional[str],
+    n: Optional[int],
+    aspect_ratio: Optional[str],
+    callback_url: Optional[str],
+    external_task_id: Optional[str],
+    fields: Dict[str, Any],
+) -> str:
+    body: Dict[str, Any] = {"prompt": prompt}
+    for key, value in (
+        ("model_name", model_name),
+        ("negative_prompt", negative_prompt),
+        ("n", n),
+        ("aspect_ratio", aspect_ratio),
+        ("callback_url", callback_url),
+        ("external_task_id", external_task_id),
+    ):
+        if value is not None:
+            body[key] = value
+    body.update({k: v for k, v in fields.items() if v is not None})
+    return json.dumps(body)
+
+
+class _Base:
+    """Construction shared by Client and AsyncClient. Credentials not given are read from
+    KLING_* environment variables by the core; explicit arguments win. The secrets live
+    only inside the native client (and a closure used to rebuild it after ``os.fork()``),
+    never in an attribute, a repr or a pickle."""
 
     def __init__(
         self,
@@ -49,24 +127,48 @@ class Client:
         timeout: float = 30.0,
         max_retries: int = 3,
         ca_cert: Union[str, bytes, "os.PathLike[str]", None] = None,
+        token_ttl: Optional[int] = None,
     ) -> None:
-        pem: Optional[bytes] = None
-        if ca_cert is not None:
-            if isinstance(ca_cert, bytes):
-                pem = ca_cert
-            else:
-                with open(ca_cert, "rb") as f:
-                    pem = f.read()
-        self._native = _native.NativeClient(
-            access_key, secret_key, api_key, region, base_url, float(timeout), int(max_retries), pem
-        )
+        pem = _pem(ca_cert)
+        args = (access_key, secret_key, api_key, region, base_url, float(timeout),
+                int(max_retries), pem, None if token_ttl is None else int(token_ttl))
+
+        def build() -> Any:
+            return _native.NativeClient(*args)
+
+        self.__build = build
+        self.__native = build()
+        self.__pid = os.getpid()
+
+    @property
+    def _native(self) -> Any:
+        # After os.fork() the parent's connections and runtime are unusable in the child:
+        # the child transparently gets its own native client (same settings).
+        if os.getpid() != self.__pid:
+            self.__native = self.__build()
+            self.__pid = os.getpid()
+        return self.__native
 
     def __repr__(self) -> str:
-        return f"Client(base_url={self._native.base_url()!r})"
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"{type(self).__name__} cannot be pickled (it holds credentials)")
 
     @property
     def base_url(self) -> str:
-        return str(self._native.base_url())
+        return str(self.__native.base_url())
+
+    @property
+    def token_signatures(self) -> int:
+        """How many JWTs this client has signed so far (one per refresh, however many
+        threads or tasks asked for a token at the same time)."""
+        return int(self._native.token_signatures())
+
+
+class Client(_Base):
+    """The synchronous client. Every call releases the GIL while the Rust core works, so
+    threads sharing one Client run in parallel over one connection pool."""
 
     def token(self) -> str:
         return str(self._native.token())
@@ -89,14 +191,18 @@ class Client:
         return [Task._from_native(d) for d in data]
 
     def iter_tasks(
-        self, kind: KindLike = "image_generation", page_size: int = 30
+        self, kind: KindLike = "image_generation", page_size: int = 500
     ) -> Iterator[Task]:
         """Every task of `kind`, page by page; an error is raised from the iterator."""
-        for item in self._native.iter_tasks(_k(kind), int(page_size)):
-            if isinstance(item, str):
-                yield Task._from_native(item)
-            else:
-                raise item
+        it = self._native.iter_tasks(_k(kind), int(page_size))
+        try:
+            for text in it:
+                v = _unwrap(json.loads(text))
+                if isinstance(v, KlingError):
+                    raise v
+                yield Task._from_native(v)
+        finally:
+            it.close()
 
     def get_many(
         self,
@@ -105,10 +211,8 @@ class Client:
         kind: KindLike = "image_generation",
         concurrency: int = 16,
     ) -> List[Union[Task, KlingError]]:
-        out: List[Union[Task, KlingError]] = []
-        for r in self._native.get_many(_k(kind), list(task_ids), int(concurrency)):
-            out.append(Task._from_native(r) if isinstance(r, str) else r)
-        return out
+        """One Task or KlingError per id, in order (a bad id never fails the batch)."""
+        return _tasks_or_errors(self._native.get_many(_k(kind), list(task_ids), int(concurrency)))
 
     def create_task(self, kind: KindLike, body: Mapping[str, Any]) -> Task:
         return Task._from_native(self._native.create_task(_k(kind), json.dumps(dict(body))))
@@ -125,19 +229,9 @@ class Client:
         external_task_id: Optional[str] = None,
         **fields: Any,
     ) -> Task:
-        body: Dict[str, Any] = {"prompt": prompt}
-        for key, value in (
-            ("model_name", model_name),
-            ("negative_prompt", negative_prompt),
-            ("n", n),
-            ("aspect_ratio", aspect_ratio),
-            ("callback_url", callback_url),
-            ("external_task_id", external_task_id),
-        ):
-            if value is not None:
-                body[key] = value
-        body.update({k: v for k, v in fields.items() if v is not None})
-        return self.create_task("image_generation", body)
+        body = _create_body(prompt, model_name, negative_prompt, n, aspect_ratio,
+                            callback_url, external_task_id, fields)
+        return Task._from_native(self._native.create_task("image_generation", body))
 
     def wait(
         self,
@@ -149,6 +243,9 @@ class Client:
         max_poll_interval: float = 10.0,
         on_update: Optional[Callable[[TaskUpdate], Any]] = None,
     ) -> Task:
+        """Polls until the task succeeds or fails and returns it (a failed task is returned;
+        call ``raise_for_failure()``). ``on_update`` runs on each status change; an exception
+        it raises ends the wait and propagates."""
         cb = None
         if on_update is not None:
             def cb(text: str) -> None:
@@ -164,36 +261,6 @@ class Client:
                 cb,
             )
         )
-
-    def watch(
-        self,
-        task_ids: Sequence[str],
-        *,
-        kind: KindLike = "image_generation",
-        timeout: float = 600.0,
-        poll_interval: float = 1.0,
-        max_poll_interval: float = 10.0,
-        concurrency: int = 16,
-    ) -> Iterator[TaskUpdate]:
-        """Yields a TaskUpdate each time one of the tasks changes status; ends when every
-        task is terminal. A task that fails for good (not found, wait timeout, ...) raises
-        its KlingError from the iterator, which ends the watch."""
-        it = self._native.watch(
-            _k(kind),
-            list(task_ids),
-            float(timeout),
-            float(poll_interval),
-            float(max_poll_interval),
-            int(concurrency),
-        )
-        try:
-            for item in it:
-                if isinstance(item, str):
-                    yield TaskUpdate._from_native(item)
-                else:
-                    raise item
-        finally:
-            it.close()
 
     def wait_image_task(
         self,
@@ -212,6 +279,221 @@ class Client:
             max_poll_interval=max_poll_interval,
             on_update=on_update,
         )
+
+    def watch(
+        self,
+        task_ids: Sequence[str],
+        *,
+        kind: KindLike = "image_generation",
+        timeout: float = 600.0,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        concurrency: int = 16,
+        return_exceptions: bool = False,
+    ) -> Iterator[TaskUpdate]:
+        """Yields a TaskUpdate each time one of the tasks changes status; ends when every
+        task is accounted for. A task that fails for good (not found, wait timeout, ...)
+        raises its KlingError from the iterator, or, with ``return_exceptions=True``, is
+        yielded as that KlingError and the other tasks are still watched. Closing the
+        iterator early stops the polling."""
+        it = self._native.watch(
+            _k(kind),
+            list(task_ids),
+            float(timeout),
+            float(poll_interval),
+            float(max_poll_interval),
+            int(concurrency),
+        )
+        try:
+            for text in it:
+                v = _unwrap(json.loads(text))
+                if isinstance(v, KlingError):
+                    if return_exceptions:
+                        yield v  # type: ignore[misc]
+                        continue
+                    raise v
+                yield TaskUpdate._from_native(v)
+        finally:
+            it.close()
+
+    def download_results(
+        self, task: Task, directory: Union[str, "os.PathLike[str]"]
+    ) -> List[pathlib.Path]:
+        """Saves every result of a succeeded task into ``directory`` (created if needed) as
+        ``{task_id}_{index}.{ext}``; each file appears only when complete. Returns the paths."""
+        return [pathlib.Path(p) for p in self._native.download_results(
+            _k(task.kind), json.dumps(task.raw), os.fspath(directory))]
+
+
+class AsyncClient(_Base):
+    """The asyncio client: the same methods as :class:`Client`, as coroutines (``watch``
+    and ``iter_tasks`` as async iterators). The Rust core runs the requests on its own
+    threads, never blocking the event loop; cancelling a task (or ``asyncio.timeout`` /
+    ``asyncio.wait_for``) drops the Rust work, which stops its requests and polling."""
+
+    async def token(self) -> str:
+        return str(await self._native.token_async())
+
+    async def get_task(self, task_id: str, kind: KindLike = "image_generation") -> Task:
+        return Task._from_native(await self._native.get_task_async(_k(kind), task_id))
+
+    async def get_image_task(self, task_id: str) -> Task:
+        return await self.get_task(task_id, "image_generation")
+
+    async def get_task_by_external_id(
+        self, external_task_id: str, kind: KindLike = "image_generation"
+    ) -> Task:
+        return Task._from_native(
+            await self._native.get_task_by_external_id_async(_k(kind), external_task_id)
+        )
+
+    async def list_tasks(
+        self, kind: KindLike = "image_generation", page: int = 1, page_size: int = 30
+    ) -> List[Task]:
+        text = await self._native.list_tasks_async(_k(kind), int(page), int(page_size))
+        return [Task._from_native(d) for d in json.loads(text)]
+
+    async def iter_tasks(
+        self, kind: KindLike = "image_generation", page_size: int = 500
+    ) -> AsyncIterator[Task]:
+        it = self._native.iter_tasks(_k(kind), int(page_size))
+        try:
+            while True:
+                text = await it.next_async()
+                if text is None:
+                    return
+                v = _unwrap(json.loads(text))
+                if isinstance(v, KlingError):
+                    raise v
+                yield Task._from_native(v)
+        finally:
+            it.close()
+
+    async def get_many(
+        self,
+        task_ids: Sequence[str],
+        *,
+        kind: KindLike = "image_generation",
+        concurrency: int = 16,
+    ) -> List[Union[Task, KlingError]]:
+        text = await self._native.get_many_async(_k(kind), list(task_ids), int(concurrency))
+        return _tasks_or_errors(text)
+
+    async def create_task(self, kind: KindLike, body: Mapping[str, Any]) -> Task:
+        text = await self._native.create_task_async(_k(kind), json.dumps(dict(body)))
+        return Task._from_native(text)
+
+    async def create_image_task(
+        self,
+        prompt: str,
+        *,
+        model_name: Optional[str] = None,
+        negative_prompt: Optional[str] = None,
+        n: Optional[int] = None,
+        aspect_ratio: Optional[str] = None,
+        callback_url: Optional[str] = None,
+        external_task_id: Optional[str] = None,
+        **fields: Any,
+    ) -> Task:
+        body = _create_body(prompt, model_name, negative_prompt, n, aspect_ratio,
+                            callback_url, external_task_id, fields)
+        return Task._from_native(await self._native.create_task_async("image_generation", body))
+
+    async def wait(
+        self,
+        task_id: str,
+        *,
+        kind: KindLike = "image_generation",
+        timeout: float = 600.0,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        on_update: Optional[Callable[[TaskUpdate], Any]] = None,
+    ) -> Task:
+        """As :meth:`Client.wait`. ``on_update`` runs on the event loop (it may be a
+        coroutine function); an exception it raises ends the wait and propagates."""
+        it = self._native.wait_updates(
+            _k(kind), task_id, float(timeout), float(poll_interval), float(max_poll_interval)
+        )
+        last: Optional[Task] = None
+        try:
+            while True:
+                text = await it.next_async()
+                if text is None:
+                    break
+                v = _unwrap(json.loads(text))
+                if isinstance(v, KlingError):
+                    raise v
+                update = TaskUpdate._from_native(v)
+                last = update.task
+                if on_update is not None:
+                    r = on_update(update)
+                    if inspect.isawaitable(r):
+                        await r
+        finally:
+            it.close()
+        if last is None:  # the core always ends with a terminal update or an error
+            raise errors.KlingError("the wait ended without a result", kind="decode")
+        return last
+
+    async def wait_image_task(
+        self,
+        task_id: str,
+        *,
+        timeout: float = 600.0,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        on_update: Optional[Callable[[TaskUpdate], Any]] = None,
+    ) -> Task:
+        return await self.wait(
+            task_id,
+            kind="image_generation",
+            timeout=timeout,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            on_update=on_update,
+        )
+
+    async def watch(
+        self,
+        task_ids: Sequence[str],
+        *,
+        kind: KindLike = "image_generation",
+        timeout: float = 600.0,
+        poll_interval: float = 1.0,
+        max_poll_interval: float = 10.0,
+        concurrency: int = 16,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[TaskUpdate]:
+        """As :meth:`Client.watch`, as an async iterator."""
+        it = self._native.watch(
+            _k(kind),
+            list(task_ids),
+            float(timeout),
+            float(poll_interval),
+            float(max_poll_interval),
+            int(concurrency),
+        )
+        try:
+            while True:
+                text = await it.next_async()
+                if text is None:
+                    return
+                v = _unwrap(json.loads(text))
+                if isinstance(v, KlingError):
+                    if return_exceptions:
+                        yield v  # type: ignore[misc]
+                        continue
+                    raise v
+                yield TaskUpdate._from_native(v)
+        finally:
+            it.close()
+
+    async def download_results(
+        self, task: Task, directory: Union[str, "os.PathLike[str]"]
+    ) -> List[pathlib.Path]:
+        paths = await self._native.download_results_async(
+            _k(task.kind), json.dumps(task.raw), os.fspath(directory))
+        return [pathlib.Path(p) for p in paths]
 
 
 def sign_jwt(access_key: str, secret_key: str, now: Optional[int] = None, ttl: int = 1800) -> str:
