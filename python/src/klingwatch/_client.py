@@ -15,11 +15,13 @@ from typing import (
     Dict,
     Iterator,
     List,
+    Literal,
     Mapping,
     Optional,
     Sequence,
     Tuple,
     Union,
+    overload,
 )
 
 from . import _native, errors
@@ -280,6 +282,32 @@ class Client(_Base):
             on_update=on_update,
         )
 
+    @overload
+    def watch(
+        self,
+        task_ids: Sequence[str],
+        *,
+        kind: KindLike = ...,
+        timeout: float = ...,
+        poll_interval: float = ...,
+        max_poll_interval: float = ...,
+        concurrency: int = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> Iterator[TaskUpdate]: ...
+
+    @overload
+    def watch(
+        self,
+        task_ids: Sequence[str],
+        *,
+        kind: KindLike = ...,
+        timeout: float = ...,
+        poll_interval: float = ...,
+        max_poll_interval: float = ...,
+        concurrency: int = ...,
+        return_exceptions: Literal[True],
+    ) -> Iterator[Union[TaskUpdate, KlingError]]: ...
+
     def watch(
         self,
         task_ids: Sequence[str],
@@ -290,7 +318,7 @@ class Client(_Base):
         max_poll_interval: float = 10.0,
         concurrency: int = 16,
         return_exceptions: bool = False,
-    ) -> Iterator[TaskUpdate]:
+    ) -> Iterator[Union[TaskUpdate, KlingError]]:
         """Yields a TaskUpdate each time one of the tasks changes status; ends when every
         task is accounted for. A task that fails for good (not found, wait timeout, ...)
         raises its KlingError from the iterator, or, with ``return_exceptions=True``, is
@@ -309,7 +337,7 @@ class Client(_Base):
                 v = _unwrap(json.loads(text))
                 if isinstance(v, KlingError):
                     if return_exceptions:
-                        yield v  # type: ignore[misc]
+                        yield v
                         continue
                     raise v
                 yield TaskUpdate._from_native(v)
@@ -453,6 +481,32 @@ class AsyncClient(_Base):
             on_update=on_update,
         )
 
+    @overload
+    def watch(
+        self,
+        task_ids: Sequence[str],
+        *,
+        kind: KindLike = ...,
+        timeout: float = ...,
+        poll_interval: float = ...,
+        max_poll_interval: float = ...,
+        concurrency: int = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> AsyncIterator[TaskUpdate]: ...
+
+    @overload
+    def watch(
+        self,
+        task_ids: Sequence[str],
+        *,
+        kind: KindLike = ...,
+        timeout: float = ...,
+        poll_interval: float = ...,
+        max_poll_interval: float = ...,
+        concurrency: int = ...,
+        return_exceptions: Literal[True],
+    ) -> AsyncIterator[Union[TaskUpdate, KlingError]]: ...
+
     async def watch(
         self,
         task_ids: Sequence[str],
@@ -463,7 +517,7 @@ class AsyncClient(_Base):
         max_poll_interval: float = 10.0,
         concurrency: int = 16,
         return_exceptions: bool = False,
-    ) -> AsyncIterator[TaskUpdate]:
+    ) -> AsyncIterator[Union[TaskUpdate, KlingError]]:
         """As :meth:`Client.watch`, as an async iterator."""
         it = self._native.watch(
             _k(kind),
@@ -481,7 +535,7 @@ class AsyncClient(_Base):
                 v = _unwrap(json.loads(text))
                 if isinstance(v, KlingError):
                     if return_exceptions:
-                        yield v  # type: ignore[misc]
+                        yield v
                         continue
                     raise v
                 yield TaskUpdate._from_native(v)
