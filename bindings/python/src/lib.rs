@@ -118,7 +118,8 @@ fn blocking<T: Send>(
     f: impl FnOnce() -> klingwatch::Result<T> + Send,
 ) -> PyResult<T> {
     py.detach(|| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::from_panic()))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|_| Err(Error::from_panic()))
     })
     .map_err(to_py)
 }
@@ -133,16 +134,9 @@ fn to_py(err: Error) -> PyErr {
 
 fn build_py_err(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     let errors = py.import("klingwatch.errors")?;
-    let exc = errors.getattr("_from_native")?.call1((
-        err.kind().as_str(),
-        err.message(),
-        err.http_status(),
-        err.kling_code(),
-        err.request_id(),
-        err.task_id(),
-        err.is_retryable(),
-        err.attempts(),
-    ))?;
+    let exc = errors
+        .getattr("_from_json")?
+        .call1((err.to_json().to_string(),))?;
     Ok(PyErr::from_value(exc))
 }
 
@@ -206,11 +200,7 @@ fn update_json(u: &TaskUpdate) -> String {
 type EnvelopeStream = Pin<Box<dyn Stream<Item = Value> + Send>>;
 
 /// The options shared by `wait`, `wait_updates` and `watch`.
-fn wait_options(
-    timeout: f64,
-    poll_interval: f64,
-    max_poll_interval: f64,
-) -> PyResult<WaitOptions> {
+fn wait_options(timeout: f64, poll_interval: f64, max_poll_interval: f64) -> PyResult<WaitOptions> {
     Ok(WaitOptions {
         timeout: secs("timeout", timeout)?,
         poll_interval: secs("poll_interval", poll_interval)?,
@@ -375,7 +365,9 @@ impl NativeClient {
     ) -> PyResult<Vec<std::path::PathBuf>> {
         let task = task_from_json(kind, task)?;
         let (c, rt) = (self.client()?, runtime()?);
-        blocking(py, move || rt.block_on(c.download_results(&task, &directory)))
+        blocking(py, move || {
+            rt.block_on(c.download_results(&task, &directory))
+        })
     }
 
     /// Waits for a task; `on_update(update_json)` is called with the GIL on each status
@@ -494,7 +486,9 @@ impl NativeClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
-        awaitable(py, async move { c.get_task(kind, &task_id).await.map(|t| task_json(&t)) })
+        awaitable(py, async move {
+            c.get_task(kind, &task_id).await.map(|t| task_json(&t))
+        })
     }
 
     fn get_task_by_external_id_async<'py>(
@@ -552,7 +546,9 @@ impl NativeClient {
         let kind = kind_of(kind)?;
         let body = parse_body(body)?;
         let c = self.client()?;
-        awaitable(py, async move { c.create_task(kind, body).await.map(|t| task_json(&t)) })
+        awaitable(py, async move {
+            c.create_task(kind, body).await.map(|t| task_json(&t))
+        })
     }
 
     fn download_results_async<'py>(
@@ -564,7 +560,10 @@ impl NativeClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let task = task_from_json(kind, task)?;
         let c = self.client()?;
-        awaitable(py, async move { c.download_results(&task, &directory).await })
+        awaitable(
+            py,
+            async move { c.download_results(&task, &directory).await },
+        )
     }
 
     fn __repr__(&self) -> String {
@@ -587,9 +586,7 @@ struct StreamIter {
     stream: Arc<tokio::sync::Mutex<Option<EnvelopeStream>>>,
 }
 
-async fn next_envelope(
-    stream: Arc<tokio::sync::Mutex<Option<EnvelopeStream>>>,
-) -> Option<String> {
+async fn next_envelope(stream: Arc<tokio::sync::Mutex<Option<EnvelopeStream>>>) -> Option<String> {
     let mut guard = stream.lock().await;
     let item = match guard.as_mut() {
         Some(s) => s.next().await,
@@ -624,7 +621,9 @@ impl StreamIter {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let rt = runtime()?;
         let stream = self.stream.clone();
-        let taken = blocking(py, move || Ok(rt.block_on(async move { stream.lock().await.take() })))?;
+        let taken = blocking(py, move || {
+            Ok(rt.block_on(async move { stream.lock().await.take() }))
+        })?;
         drop(taken);
         Ok(())
     }

@@ -387,7 +387,8 @@ impl Error {
     }
 
     /// The error as one JSON object with stable snake_case keys: `kind`, `message`,
-    /// `http_status`, `kling_code`, `request_id`, `task_id`, `retryable`, `attempts`
+    /// `http_status`, `kling_code`, `request_id`, `task_id`, `retryable`, `attempts`,
+    /// `outcome_unknown` (a create that may have made the task)
     /// (secret-free, like every field of an error). Bindings rebuild their error from this.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -399,6 +400,7 @@ impl Error {
             "task_id": self.task_id(),
             "retryable": self.is_retryable(),
             "attempts": self.attempts(),
+            "outcome_unknown": self.is_outcome_unknown(),
         })
     }
 

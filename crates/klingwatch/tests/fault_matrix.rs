@@ -55,7 +55,7 @@ async fn run_row(h: &H, row: &Value, client_cfg: &Value, batch: bool) -> Observe
         .unwrap();
     let outcome = if batch {
         let mut v = client
-            .get_many(TaskKind::ImageGeneration, &[id.clone()], 4)
+            .get_many(TaskKind::ImageGeneration, std::slice::from_ref(&id), 4)
             .await;
         assert_eq!(v.len(), 1, "one id in, one result out");
         v.pop().unwrap()
@@ -158,5 +158,172 @@ async fn every_fault_row_agrees_for_status_query_and_batch() {
         .into_iter()
         .filter_map(Result::err)
         .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Installs a row's fault for every POST (creates have no task id to match on).
+fn for_creates(mut fault: Value) -> Value {
+    fault = materialise(fault, "");
+    fault["match"] = json!({ "method": "POST", "path_prefix": "/v1/images/generations" });
+    fault
+}
+
+fn post_times(log: &[Value]) -> Vec<i64> {
+    log.iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == "/v1/images/generations")
+        .map(|r| r["at_ms"].as_i64().unwrap())
+        .collect()
+}
+
+fn check_column(
+    row: &Value,
+    op: &str,
+    e: &Value,
+    outcome: &klingwatch::Result<Task>,
+    attempts: usize,
+    min_gap_ms: Option<i64>,
+) -> Result<(), String> {
+    let name = row["name"].as_str().unwrap();
+    let fail = |what: String| Err(format!("{name} [{op}]: {what}"));
+    match (e["attempts"].as_u64(), e["min_attempts"].as_u64()) {
+        (Some(want), _) if attempts != want as usize => {
+            return fail(format!("emulator logged {attempts} attempts, want {want}"))
+        }
+        (_, Some(min)) if attempts < min as usize => {
+            return fail(format!(
+                "emulator logged {attempts} attempts, want >= {min}"
+            ))
+        }
+        _ => {}
+    }
+    if let Some(gap) = min_gap_ms {
+        let min_spacing = e["min_spacing_ms"].as_i64().unwrap_or(0);
+        if gap < min_spacing {
+            return fail(format!("attempts {gap} ms apart, want >= {min_spacing} ms"));
+        }
+    }
+    match (e["outcome"].as_str().unwrap(), outcome) {
+        ("ok", Ok(task)) => {
+            let want = e["status"].as_str().unwrap();
+            if task.status.as_str() != want {
+                return fail(format!("status {:?}, want {want}", task.status.as_str()));
+            }
+        }
+        ("error", Err(err)) => {
+            let got = (
+                err.kind().as_str().to_string(),
+                err.kling_code(),
+                err.http_status().map(i64::from),
+                err.is_retryable(),
+                e["outcome_unknown"]
+                    .as_bool()
+                    .map(|_| err.is_outcome_unknown()),
+            );
+            let want = (
+                e["kind"].as_str().unwrap().to_string(),
+                e["kling_code"].as_i64(),
+                e["http_status"].as_i64(),
+                e["retryable"].as_bool().unwrap(),
+                e["outcome_unknown"].as_bool(),
+            );
+            if got != want {
+                return fail(format!("got {got:?}, want {want:?} ({err:?})"));
+            }
+        }
+        (want, got) => return fail(format!("want {want}, got {got:?}")),
+    }
+    Ok(())
+}
+
+fn client_for(h: &H, cfg: &Value) -> klingwatch::Client {
+    h.builder()
+        .retry_policy(RetryPolicy {
+            max_retries: cfg["max_retries"].as_u64().unwrap() as u32,
+            ..RetryPolicy::default()
+        })
+        .timeout(Duration::from_millis(cfg["timeout_ms"].as_u64().unwrap()))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_row_agrees_for_wait() {
+    let doc = matrix();
+    let rows = doc["rows"].as_array().unwrap();
+    let h = H::start().await;
+    let cfg = &doc["client"];
+    let runs = rows.iter().map(|row| {
+        let h = &h;
+        async move {
+            let id = h
+                .seed_status(row["seed_status"].as_str().unwrap_or("succeed"))
+                .await;
+            if !row["fault"].is_null() {
+                h.fault(materialise(row["fault"].clone(), &id)).await;
+            }
+            let client = client_for(h, cfg);
+            let options = klingwatch::WaitOptions {
+                timeout: Duration::from_millis(cfg["wait_timeout_ms"].as_u64().unwrap()),
+                poll_interval: Duration::from_millis(cfg["wait_poll_ms"].as_u64().unwrap()),
+                max_poll_interval: Duration::from_millis(cfg["wait_poll_ms"].as_u64().unwrap()),
+                ..Default::default()
+            };
+            let outcome = client.wait(TaskKind::ImageGeneration, &id, options).await;
+            // Requests still in flight at the deadline are logged when they end.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let times: Vec<i64> = h
+                .requests()
+                .await
+                .iter()
+                .filter(|r| r["path"].as_str().unwrap_or("").contains(&id))
+                .map(|r| r["at_ms"].as_i64().unwrap())
+                .collect();
+            let gap = times.windows(2).map(|w| w[1] - w[0]).min();
+            check_column(row, "wait", &row["expect_wait"], &outcome, times.len(), gap)
+        }
+    });
+    let failures: Vec<String> = join_all(runs)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_row_agrees_for_create() {
+    let doc = matrix();
+    let rows = doc["rows"].as_array().unwrap();
+    let h = H::start().await;
+    let cfg = &doc["client"];
+    let client = client_for(&h, cfg);
+    let mut failures = Vec::new();
+    // One row at a time: a create has no task id, so the fault matches every POST.
+    for (n, row) in rows.iter().enumerate() {
+        h.clear_faults().await;
+        h.clear_log().await;
+        if !row["fault"].is_null() {
+            h.fault(for_creates(row["fault"].clone())).await;
+        }
+        let body = json!({
+            "prompt": format!("fault matrix {}", row["name"].as_str().unwrap()),
+            "external_task_id": format!("fm-rust-{n}-{}", std::process::id()),
+        });
+        let outcome = client.create_task(TaskKind::ImageGeneration, body).await;
+        h.clear_faults().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let times = post_times(&h.requests().await);
+        let gap = times.windows(2).map(|w| w[1] - w[0]).min();
+        if let Err(f) = check_column(
+            row,
+            "create",
+            &row["expect_create"],
+            &outcome,
+            times.len(),
+            gap,
+        ) {
+            failures.push(f);
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

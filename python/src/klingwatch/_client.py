@@ -51,23 +51,10 @@ def _k(kind: KindLike) -> str:
     return str(kind.value if isinstance(kind, TaskKind) else kind)
 
 
-def _error(d: Dict[str, Any]) -> KlingError:
-    return errors._from_native(
-        d["kind"],
-        d["message"],
-        d.get("http_status"),
-        d.get("kling_code"),
-        d.get("request_id"),
-        d.get("task_id"),
-        bool(d.get("retryable")),
-        int(d.get("attempts") or 0),
-    )
-
-
 def _unwrap(envelope: Dict[str, Any]) -> Any:
     """An envelope from the native layer: {"ok": value} or {"error": the core's error}."""
     if "error" in envelope:
-        return _error(envelope["error"])
+        return errors._from_json(envelope["error"])
     return envelope["ok"]
 
 

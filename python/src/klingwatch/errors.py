@@ -6,7 +6,8 @@ core's stable kind names to classes lives here.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+import json
+from typing import Any, Dict, Optional, Type, Union
 
 __all__ = [
     "KlingError",
@@ -45,6 +46,7 @@ class KlingError(Exception):
         task_id: Optional[str] = None,
         retryable: bool = False,
         attempts: int = 0,
+        outcome_unknown: bool = False,
     ) -> None:
         super().__init__(message)
         if kind is not None:
@@ -56,6 +58,9 @@ class KlingError(Exception):
         self.task_id = task_id
         self.retryable = retryable
         self.attempts = attempts
+        #: A create that failed in a way that may still have made the task (5xx, timeout,
+        #: lost answer) and whose lookup by external_task_id could not settle it.
+        self.outcome_unknown = outcome_unknown
 
     def _fields(self) -> Dict[str, object]:
         return {
@@ -66,6 +71,7 @@ class KlingError(Exception):
             "task_id": self.task_id,
             "retryable": self.retryable,
             "attempts": self.attempts,
+            "outcome_unknown": self.outcome_unknown,
         }
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
@@ -181,8 +187,9 @@ def _from_native(
     task_id: Optional[str],
     retryable: bool,
     attempts: int,
+    outcome_unknown: bool = False,
 ) -> KlingError:
-    """Called by klingwatch._native: builds the exception for a core error."""
+    """Builds the exception for a core error (the fields of the core's Error::to_json)."""
     cls = _BY_KIND.get(kind, KlingError)
     return cls(
         message,
@@ -193,4 +200,21 @@ def _from_native(
         task_id=task_id,
         retryable=retryable,
         attempts=attempts,
+        outcome_unknown=outcome_unknown,
+    )
+
+
+def _from_json(text: Union[str, Dict[str, Any]]) -> KlingError:
+    """Called by klingwatch._native with the core's error JSON."""
+    d = json.loads(text) if isinstance(text, str) else text
+    return _from_native(
+        d["kind"],
+        d["message"],
+        d.get("http_status"),
+        d.get("kling_code"),
+        d.get("request_id"),
+        d.get("task_id"),
+        bool(d.get("retryable")),
+        int(d.get("attempts") or 0),
+        bool(d.get("outcome_unknown")),
     )
