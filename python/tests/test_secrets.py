@@ -45,3 +45,20 @@ def test_explicit_credentials_beat_env(mock_url: str, monkeypatch: pytest.Monkey
     assert seeded.get_image_task(task.id).id == task.id
     with pytest.raises(AuthenticationError):
         Client(base_url=mock_url, max_retries=0).get_image_task(task.id)
+
+
+def test_a_rust_panic_reaches_python_as_a_kling_error() -> None:
+    import asyncio
+
+    from klingwatch import _native
+    from klingwatch.errors import ConfigError
+
+    with pytest.raises(ConfigError) as ei:
+        _native._panic_for_tests()
+    assert "panic" in str(ei.value) and isinstance(ei.value, KlingError)
+
+    async def main() -> None:
+        with pytest.raises(ConfigError):
+            await _native._panic_for_tests(True)
+
+    asyncio.run(main())

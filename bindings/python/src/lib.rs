@@ -676,6 +676,22 @@ fn verify_webhook(
     .map_err(to_py)
 }
 
+/// Panics inside the guarded paths (blocking, or as an awaitable): exercises the guard that
+/// turns any panic into a `KlingError`. Used by the test suite only.
+#[pyfunction]
+#[pyo3(signature = (awaitable_=false))]
+fn _panic_for_tests(py: Python<'_>, awaitable_: bool) -> PyResult<Py<PyAny>> {
+    fn boom() -> klingwatch::Result<()> {
+        panic!("deliberate panic (klingwatch test)")
+    }
+    if awaitable_ {
+        Ok(awaitable(py, async { boom() })?.unbind())
+    } else {
+        blocking(py, boom)?;
+        Ok(py.None())
+    }
+}
+
 /// The stable names of every error kind, in the core's order.
 #[pyfunction]
 fn error_kinds() -> Vec<&'static str> {
@@ -697,5 +713,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(verify_webhook, m)?)?;
     m.add_function(wrap_pyfunction!(error_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(task_kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }
