@@ -70,25 +70,15 @@ async fn main() {
         .buffer_unordered(32)
         .collect()
         .await;
-    // ~10 % of requests meet a fault.
-    for (fault, p) in [
-        (
-            json!({"fault": "error", "http_status": 503, "code": 5001}),
-            0.02,
-        ),
-        (json!({"fault": "rate_limit"}), 0.015),
-        (json!({"fault": "error", "code": 1303}), 0.005),
-        (json!({"fault": "error", "code": 1102}), 0.005),
-        (json!({"fault": "html_502"}), 0.015),
-        (json!({"fault": "truncated_body"}), 0.01),
-        (json!({"fault": "drop_connection"}), 0.01),
-        (json!({"fault": "malformed_json"}), 0.005),
-        (json!({"fault": "empty_body", "http_status": 504}), 0.01),
-        (json!({"fault": "delay", "delay_ms": 1500}), 0.005),
-    ] {
-        let mut f = fault;
+    // ~10 % of requests meet a fault: the mix shared with the Python and Node soaks.
+    let mix: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/soak.json"))
+            .expect("tests/soak.json"),
+    )
+    .expect("tests/soak.json parses");
+    for fault in mix["faults"].as_array().expect("faults") {
+        let mut f = fault.clone();
         f["times"] = json!(0);
-        f["probability"] = json!(p);
         f["match"] = json!({"path_prefix": "/v1/images/generations/"});
         http.post(ctl("/faults")).json(&f).send().await.unwrap();
     }
