@@ -124,6 +124,39 @@ fn blocking<T: Send>(
     .map_err(to_py)
 }
 
+/// Runs a core future to completion from a Python thread with the GIL released. Every
+/// 100 ms of waiting it checks for signals (a no-op off the main thread), so Ctrl-C ends a
+/// long wait with KeyboardInterrupt and drops the future (which stops its requests). A
+/// panic becomes a `KlingError`.
+fn run<T: Send>(
+    py: Python<'_>,
+    fut: impl std::future::Future<Output = klingwatch::Result<T>> + Send,
+) -> PyResult<T> {
+    let rt = runtime()?;
+    let out = py.detach(|| {
+        let fut = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut));
+        rt.block_on(async {
+            let mut fut = std::pin::pin!(fut);
+            let period = Duration::from_millis(100);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                tokio::select! {
+                    r = &mut fut => {
+                        return Ok(r.unwrap_or_else(|_| Err(Error::from_panic())));
+                    }
+                    _ = tick.tick() => {
+                        Python::attach(|py| py.check_signals())?;
+                    }
+                }
+            }
+        })
+    });
+    match out {
+        Ok(r) => r.map_err(to_py),
+        Err(interrupted) => Err(interrupted),
+    }
+}
+
 /// Converts a core error into the matching `klingwatch.errors` exception.
 fn to_py(err: Error) -> PyErr {
     Python::attach(|py| match build_py_err(py, &err) {
@@ -301,8 +334,8 @@ impl NativeClient {
 
     fn get_task(&self, py: Python<'_>, kind: &str, task_id: String) -> PyResult<String> {
         let kind = kind_of(kind)?;
-        let (c, rt) = (self.client()?, runtime()?);
-        blocking(py, move || rt.block_on(c.get_task(kind, &task_id))).map(|t| task_json(&t))
+        let c = self.client()?;
+        run(py, c.get_task(kind, &task_id)).map(|t| task_json(&t))
     }
 
     fn get_task_by_external_id(
@@ -312,11 +345,8 @@ impl NativeClient {
         external_task_id: String,
     ) -> PyResult<String> {
         let kind = kind_of(kind)?;
-        let (c, rt) = (self.client()?, runtime()?);
-        blocking(py, move || {
-            rt.block_on(c.get_task_by_external_id(kind, &external_task_id))
-        })
-        .map(|t| task_json(&t))
+        let c = self.client()?;
+        run(py, c.get_task_by_external_id(kind, &external_task_id)).map(|t| task_json(&t))
     }
 
     fn list_tasks(
@@ -327,8 +357,8 @@ impl NativeClient {
         page_size: u32,
     ) -> PyResult<String> {
         let kind = kind_of(kind)?;
-        let (c, rt) = (self.client()?, runtime()?);
-        blocking(py, move || rt.block_on(c.list_tasks(kind, page, page_size)))
+        let c = self.client()?;
+        run(py, c.list_tasks(kind, page, page_size))
             .map(|ts| Value::Array(ts.iter().map(task_value).collect()).to_string())
     }
 
@@ -341,18 +371,17 @@ impl NativeClient {
         concurrency: usize,
     ) -> PyResult<String> {
         let kind = kind_of(kind)?;
-        let (c, rt) = (self.client()?, runtime()?);
-        blocking(py, move || {
-            let results = rt.block_on(c.get_many(kind, &task_ids, concurrency));
-            Ok(task_envelopes(results))
+        let c = self.client()?;
+        run(py, async move {
+            Ok(task_envelopes(c.get_many(kind, &task_ids, concurrency).await))
         })
     }
 
     fn create_task(&self, py: Python<'_>, kind: &str, body: &str) -> PyResult<String> {
         let kind = kind_of(kind)?;
         let body = parse_body(body)?;
-        let (c, rt) = (self.client()?, runtime()?);
-        blocking(py, move || rt.block_on(c.create_task(kind, body))).map(|t| task_json(&t))
+        let c = self.client()?;
+        run(py, c.create_task(kind, body)).map(|t| task_json(&t))
     }
 
     /// Saves the results of a succeeded task (given as its JSON) into `directory`.
@@ -364,10 +393,8 @@ impl NativeClient {
         directory: std::path::PathBuf,
     ) -> PyResult<Vec<std::path::PathBuf>> {
         let task = task_from_json(kind, task)?;
-        let (c, rt) = (self.client()?, runtime()?);
-        blocking(py, move || {
-            rt.block_on(c.download_results(&task, &directory))
-        })
+        let c = self.client()?;
+        run(py, async move { c.download_results(&task, &directory).await })
     }
 
     /// Waits for a task; `on_update(update_json)` is called with the GIL on each status
@@ -404,8 +431,8 @@ impl NativeClient {
             on_update: cb,
             ..wait_options(timeout, poll_interval, max_poll_interval)?
         };
-        let (c, rt) = (self.client()?, runtime()?);
-        let r = blocking(py, move || rt.block_on(c.wait(kind, &task_id, options)));
+        let c = self.client()?;
+        let r = run(py, c.wait(kind, &task_id, options));
         if let Some(e) = raised.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
@@ -606,9 +633,8 @@ impl StreamIter {
 
     /// The next envelope (JSON text), or None at the end.
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        let rt = runtime()?;
         let stream = self.stream.clone();
-        blocking(py, move || Ok(rt.block_on(next_envelope(stream))))
+        run(py, async move { Ok(next_envelope(stream).await) })
     }
 
     /// An awaitable of the next envelope, or of None at the end.
