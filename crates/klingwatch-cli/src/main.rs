@@ -16,6 +16,8 @@ use klingwatch::{
 };
 use serde_json::{json, Value};
 
+mod mcp;
+
 const AFTER_HELP: &str = "\
 Exit codes:
   0    every task succeeded
@@ -142,6 +144,19 @@ enum Command {
         wait: bool,
         #[command(flatten)]
         w: WaitArgs,
+    },
+    /// Serve the task tools to AI agents over stdio (Model Context Protocol)
+    ///
+    /// Tools: get_task_status, get_task_statuses, wait_for_task, list_tasks, and
+    /// create_image_task with --allow-create. stdout carries only protocol messages; logs go
+    /// to stderr (RUST_LOG sets the level).
+    Mcp {
+        /// Also offer create_image_task (it spends credits)
+        #[arg(long)]
+        allow_create: bool,
+        /// Serve against an embedded emulator with sample tasks (no credentials, no network)
+        #[arg(long)]
+        mock: bool,
     },
     /// Download the results of succeeded tasks
     Download {
@@ -277,6 +292,7 @@ fn err_json(id: &str, e: &Error) -> Value {
         "code": e.kling_code(),
         "message": e.message(),
         "request_id": e.request_id(),
+        "retryable": e.is_retryable(),
     })
 }
 
@@ -359,6 +375,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Demo { dir } => demo(&g, &out, dir).await,
+        Command::Mcp { allow_create, mock } => mcp::serve(&g, allow_create, mock).await,
         Command::Token => {
             let client = build_client(&g, None)?;
             println!("{}", client.token()?);

@@ -334,7 +334,7 @@ fn signal(pid: u32, sig: &str) {
 fn ctrl_c_during_wait_exits_130() {
     let s = server();
     let id = seed(&s.url(), json!({"status": "processing"}));
-    let mut child = cmd(&s.url())
+    let child = cmd(&s.url())
         .args(["wait", &id, "--timeout", "1m", "--jsonl"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
