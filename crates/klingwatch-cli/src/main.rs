@@ -70,6 +70,29 @@ struct Global {
     /// Less output
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Log to stderr: -v info, -vv debug, -vvv trace (RUST_LOG, when set, wins). Logs never
+    /// contain secrets or tokens.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// Logs go to stderr only (stdout carries results, or protocol messages for `mcp`).
+pub(crate) fn init_logging(verbose: u8, default: &str) {
+    let level = match verbose {
+        0 => default,
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
 
 #[derive(Subcommand, Debug)]
@@ -360,6 +383,12 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8, Error> {
     let g = cli.global;
+    let default_level = if matches!(cli.command, Command::Mcp { .. }) {
+        "info,klingwatch_mock=warn"
+    } else {
+        "off"
+    };
+    init_logging(g.verbose, default_level);
     let out = Out::new(g.quiet);
     match cli.command {
         Command::Mock(args) => {

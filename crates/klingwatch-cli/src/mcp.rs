@@ -307,18 +307,7 @@ impl KlingTools {
             ));
             return err_result("", &e);
         }
-        // The core's batch future trips rustc's higher-ranked `Send` check (see the `#[tool]`
-        // docs), so it runs on a blocking thread of the same runtime.
-        let (client, ids) = (self.client.clone(), a.task_ids.clone());
-        let handle = tokio::runtime::Handle::current();
-        let results = match tokio::task::spawn_blocking(move || {
-            handle.block_on(async move { client.get_many(kind, &ids, 8).await })
-        })
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => return err_result("", &Error::config(format!("batch query aborted: {e}"))),
-        };
+        let results = self.client.get_many(kind, &a.task_ids, 8).await;
         let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
         let mut items = Vec::with_capacity(results.len());
         for (id, r) in a.task_ids.iter().zip(results) {
@@ -563,16 +552,6 @@ impl ServerHandler for KlingTools {
 // ---------------------------------------------------------------------------------------------
 // Startup.
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,klingwatch_mock=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
-}
-
 /// Seeds the embedded emulator with a few tasks to look at; returns a note for the agent.
 async fn seed_emulator(url: &str, client: &Client) -> Result<String, Error> {
     let http = reqwest::Client::new();
@@ -612,7 +591,6 @@ async fn seed_emulator(url: &str, client: &Client) -> Result<String, Error> {
 
 /// Runs `klingwatch mcp` until the client closes stdin.
 pub(crate) async fn serve(g: &Global, allow_create: bool, mock: bool) -> Result<u8, Error> {
-    init_logging();
     let default_kind = crate::parse_kind(g)?;
     let mut emulator = None;
     let (client, note) = if mock {
