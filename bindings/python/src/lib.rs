@@ -373,7 +373,9 @@ impl NativeClient {
         let kind = kind_of(kind)?;
         let c = self.client()?;
         run(py, async move {
-            Ok(task_envelopes(c.get_many(kind, &task_ids, concurrency).await))
+            Ok(task_envelopes(
+                c.get_many(kind, &task_ids, concurrency).await,
+            ))
         })
     }
 
@@ -394,7 +396,10 @@ impl NativeClient {
     ) -> PyResult<Vec<std::path::PathBuf>> {
         let task = task_from_json(kind, task)?;
         let c = self.client()?;
-        run(py, async move { c.download_results(&task, &directory).await })
+        run(
+            py,
+            async move { c.download_results(&task, &directory).await },
+        )
     }
 
     /// Waits for a task; `on_update(update_json)` is called with the GIL on each status

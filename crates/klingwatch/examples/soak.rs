@@ -72,8 +72,11 @@ async fn main() {
         .await;
     // ~10 % of requests meet a fault: the mix shared with the Python and Node soaks.
     let mix: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/soak.json"))
-            .expect("tests/soak.json"),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/soak.json"
+        ))
+        .expect("tests/soak.json"),
     )
     .expect("tests/soak.json parses");
     for fault in mix["faults"].as_array().expect("faults") {
