@@ -15,7 +15,7 @@ CANARY_API = "api-LEAKCANARY-py-77aa"
 
 
 def _texts(e: BaseException) -> list:
-    return [str(e), repr(e), repr(e.args), repr(pickle.loads(pickle.dumps(e)))]
+    return [str(e), repr(e), repr(e.args), repr(pickle.loads(pickle.dumps(e))), repr(e.__cause__)]
 
 
 def test_wrong_secret_never_leaks(mock_url: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -62,3 +62,24 @@ def test_a_rust_panic_reaches_python_as_a_kling_error() -> None:
             await _native._panic_for_tests(True)
 
     asyncio.run(main())
+
+
+def test_transport_failures_chain_their_cause(mock_url: str) -> None:
+    """A KlingError from a transport or decode failure carries the underlying error as
+    __cause__ (ConnectionError / ValueError), secret-free."""
+    from _mockctl import ctl, seed
+    from klingwatch.errors import DecodeError, NetworkError
+
+    client = Client(access_key="klingwatch-test-ak", secret_key="klingwatch-test-sk",
+                    base_url=mock_url, max_retries=0, timeout=2.0)
+    dropped, malformed = seed(mock_url, "succeed"), seed(mock_url, "succeed")
+    ctl(mock_url, "POST", "/faults", {"fault": "drop_connection", "match": {"task_id": dropped}})
+    ctl(mock_url, "POST", "/faults", {"fault": "malformed_json", "match": {"task_id": malformed}})
+    with pytest.raises(NetworkError) as net:
+        client.get_image_task(dropped)
+    assert isinstance(net.value.__cause__, ConnectionError) and str(net.value.__cause__)
+    with pytest.raises(DecodeError) as dec:
+        client.get_image_task(malformed)
+    assert isinstance(dec.value.__cause__, ValueError) and str(dec.value.__cause__)
+    for t in _texts(net.value) + _texts(dec.value):
+        assert "klingwatch-test-sk" not in t

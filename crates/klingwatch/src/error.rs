@@ -388,7 +388,7 @@ impl Error {
 
     /// The error as one JSON object with stable snake_case keys: `kind`, `message`,
     /// `http_status`, `kling_code`, `request_id`, `task_id`, `retryable`, `attempts`,
-    /// `outcome_unknown` (a create that may have made the task)
+    /// `outcome_unknown` (a create that may have made the task), `cause` ([`Error::cause_text`])
     /// (secret-free, like every field of an error). Bindings rebuild their error from this.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
@@ -401,7 +401,20 @@ impl Error {
             "retryable": self.is_retryable(),
             "attempts": self.attempts(),
             "outcome_unknown": self.is_outcome_unknown(),
+            "cause": self.cause_text(),
         })
+    }
+
+    /// The chain of underlying causes (transport, TLS, JSON errors), outermost first, joined
+    /// by `": "`; `None` when the error has no source. Secret-free like the message.
+    pub fn cause_text(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            parts.push(e.to_string());
+            next = e.source();
+        }
+        (!parts.is_empty()).then(|| parts.join(": "))
     }
 
     /// The error a binding reports when it caught a panic of the core (so no panic ever

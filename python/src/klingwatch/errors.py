@@ -207,7 +207,7 @@ def _from_native(
 def _from_json(text: Union[str, Dict[str, Any]]) -> KlingError:
     """Called by klingwatch._native with the core's error JSON."""
     d = json.loads(text) if isinstance(text, str) else text
-    return _from_native(
+    exc = _from_native(
         d["kind"],
         d["message"],
         d.get("http_status"),
@@ -218,3 +218,16 @@ def _from_json(text: Union[str, Dict[str, Any]]) -> KlingError:
         int(d.get("attempts") or 0),
         bool(d.get("outcome_unknown")),
     )
+    cause = d.get("cause")
+    if cause:
+        # The underlying failure, chained like `raise ... from`: a ConnectionError for
+        # transport failures, TimeoutError for timeouts, ValueError for undecodable bodies.
+        exc.__cause__ = _CAUSE_TYPES.get(exc.kind, Exception)(cause)
+    return exc
+
+
+_CAUSE_TYPES: Dict[str, Type[Exception]] = {
+    "connection": ConnectionError,
+    "timeout": TimeoutError,
+    "decode": ValueError,
+}
