@@ -41,7 +41,7 @@ async function attemptTimes(url, taskId, want) {
 }
 
 async function runRow(url, row, batch) {
-  let seeded = await ctl(url, 'POST', '/tasks', { status: row.seed_status || 'succeed' });
+  let seeded = await ctl(url, 'POST', '/tasks', { status: row.seed_status || 'succeed', ...(row.seed_extra ? { extra: row.seed_extra } : {}) });
   if (seeded && typeof seeded.data === 'object' && seeded.data) seeded = seeded.data;
   const taskId = seeded.task_id;
   if (row.fault) await ctl(url, 'POST', '/faults', materialise(row.fault, taskId));
@@ -74,6 +74,9 @@ function check(row, op, { outcome, times }) {
   if (e.outcome === 'ok') {
     if (outcome instanceof Error) return `${tag}: want a task, got ${outcome.kind}: ${outcome.message}`;
     if (outcome.status !== e.status) return `${tag}: status ${outcome.status}, want ${e.status}`;
+    for (const [k, v] of Object.entries(row.seed_extra || {})) {
+      if (JSON.stringify(outcome.raw[k]) !== JSON.stringify(v)) return `${tag}: undocumented field ${k} not kept in raw`;
+    }
     return null;
   }
   if (!(outcome instanceof KlingError)) return `${tag}: want a KlingError, got ${JSON.stringify(outcome)}`;

@@ -31,8 +31,11 @@ def _ctl(url: str, method: str, path: str, body: Optional[dict] = None) -> Any:
     return json.loads(raw) if raw else None
 
 
-def _seed(url: str, status: str) -> str:
-    v = _ctl(url, "POST", "/tasks", {"status": status})
+def _seed(url: str, status: str, extra: Optional[dict] = None) -> str:
+    body: Dict[str, Any] = {"status": status}
+    if extra:
+        body["extra"] = extra
+    v = _ctl(url, "POST", "/tasks", body)
     if isinstance(v.get("data"), dict):
         v = v["data"]
     return v["task_id"]
@@ -59,7 +62,7 @@ def _attempt_times(url: str, task_id: str, want: int) -> List[int]:
 
 
 def _run(url: str, row: Dict[str, Any], batch: bool) -> Tuple[Any, List[int]]:
-    task_id = _seed(url, row.get("seed_status") or "succeed")
+    task_id = _seed(url, row.get("seed_status") or "succeed", row.get("seed_extra"))
     if row.get("fault"):
         _ctl(url, "POST", "/faults", _materialise(row["fault"], task_id))
     cfg = MATRIX["client"]
@@ -98,6 +101,9 @@ def _check(row: Dict[str, Any], op: str, outcome: Any, times: List[int],
             return f"{name} [{op}]: want a task, got {outcome!r}"
         if str(outcome.status) != e["status"]:
             return f"{name} [{op}]: status {outcome.status!r}, want {e['status']}"
+        for k, v in (row.get("seed_extra") or {}).items():
+            if op != "create" and outcome.raw.get(k) != v:
+                return f"{name} [{op}]: undocumented field {k!r} not kept in raw"
         return None
     if not isinstance(outcome, KlingError):
         return f"{name} [{op}]: want an error, got {outcome!r}"
@@ -137,7 +143,7 @@ def test_every_fault_row_agrees_with_rust_for_wait(mock_url: str) -> None:
     cfg = MATRIX["client"]
 
     def run(row: Dict[str, Any]) -> Optional[str]:
-        task_id = _seed(mock_url, row.get("seed_status") or "succeed")
+        task_id = _seed(mock_url, row.get("seed_status") or "succeed", row.get("seed_extra"))
         if row.get("fault"):
             _ctl(mock_url, "POST", "/faults", _materialise(row["fault"], task_id))
         outcome: Any

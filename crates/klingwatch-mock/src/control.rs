@@ -188,6 +188,7 @@ struct SeedBody {
     watermark: Option<bool>,
     duration: Option<String>,
     created_at: Option<i64>,
+    extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 async fn seed_task(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp> {
@@ -238,6 +239,7 @@ async fn seed_task(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp
         duration: b.duration.unwrap_or_else(|| "5".to_string()),
         watermark: b.watermark.unwrap_or(false),
         callback_url: b.callback_url.filter(|c| !c.is_empty()),
+        extra: b.extra,
     };
     match store.insert(&identity, task, now, None) {
         Ok(t) => Ok(ok(t.render(now, &shared.base_url))),

@@ -350,6 +350,7 @@ async fn create(
             duration: params.duration,
             watermark: params.watermark,
             callback_url: params.callback_url,
+            extra: None,
         };
         match store.insert(&identity, task, now, Some(rt.concurrency_limit)) {
             Ok(t) => (http::envelope_ok(&t.render_created()), id),

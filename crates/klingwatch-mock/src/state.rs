@@ -42,6 +42,9 @@ pub(crate) struct Task {
     pub duration: String,
     pub watermark: bool,
     pub callback_url: Option<String>,
+    /// Extra top-level fields rendered into every view of the task (seeded tasks only): lets
+    /// tests check that clients accept fields the documentation does not name.
+    pub extra: Option<Map<String, Value>>,
 }
 
 /// A task's status at some instant.
@@ -181,6 +184,11 @@ impl Task {
             }
         }
         m.insert("task_result".into(), Value::Object(result));
+        if let Some(extra) = &self.extra {
+            for (k, v) in extra {
+                m.insert(k.clone(), v.clone());
+            }
+        }
         Value::Object(m)
     }
 }

@@ -30,6 +30,28 @@ fn materialise(mut fault: Value, id: &str) -> Value {
     fault
 }
 
+/// Seeds the row's task: its status, plus any undocumented top-level fields.
+async fn seed_row(h: &H, row: &Value) -> String {
+    let mut body = json!({ "status": row["seed_status"].as_str().unwrap_or("succeed") });
+    if row["seed_extra"].is_object() {
+        body["extra"] = row["seed_extra"].clone();
+    }
+    h.seed(body).await
+}
+
+/// The first `seed_extra` field missing from the task's raw object (not for creates, which do
+/// not read the seeded task).
+fn missing_extra(row: &Value, op: &str, task: &Task) -> Option<String> {
+    if op == "create" {
+        return None;
+    }
+    row["seed_extra"]
+        .as_object()?
+        .iter()
+        .find(|(k, v)| task.raw.get(k.as_str()) != Some(v))
+        .map(|(k, _)| k.clone())
+}
+
 struct Observed {
     outcome: klingwatch::Result<Task>,
     attempts_logged: usize,
@@ -37,8 +59,7 @@ struct Observed {
 }
 
 async fn run_row(h: &H, row: &Value, client_cfg: &Value, batch: bool) -> Observed {
-    let seed_status = row["seed_status"].as_str().unwrap_or("succeed");
-    let id = h.seed_status(seed_status).await;
+    let id = seed_row(h, row).await;
     if !row["fault"].is_null() {
         h.fault(materialise(row["fault"].clone(), &id)).await;
     }
@@ -109,6 +130,9 @@ fn check(row: &Value, op: &str, obs: &Observed) -> Result<(), String> {
             let want = e["status"].as_str().unwrap();
             if task.status.as_str() != want {
                 return fail(format!("status {:?}, want {want}", task.status.as_str()));
+            }
+            if let Some(missing) = missing_extra(row, op, task) {
+                return fail(format!("undocumented field {missing:?} not kept in raw"));
             }
         }
         ("error", Err(err)) => {
@@ -208,6 +232,9 @@ fn check_column(
             if task.status.as_str() != want {
                 return fail(format!("status {:?}, want {want}", task.status.as_str()));
             }
+            if let Some(missing) = missing_extra(row, op, task) {
+                return fail(format!("undocumented field {missing:?} not kept in raw"));
+            }
         }
         ("error", Err(err)) => {
             let got = (
@@ -255,9 +282,7 @@ async fn every_fault_row_agrees_for_wait() {
     let runs = rows.iter().map(|row| {
         let h = &h;
         async move {
-            let id = h
-                .seed_status(row["seed_status"].as_str().unwrap_or("succeed"))
-                .await;
+            let id = seed_row(h, row).await;
             if !row["fault"].is_null() {
                 h.fault(materialise(row["fault"].clone(), &id)).await;
             }
