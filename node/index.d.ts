@@ -35,6 +35,9 @@ export declare class KlingError extends Error {
   readonly taskId: string | null;
   readonly retryable: boolean;
   readonly attempts: number;
+  /** A create that failed in a way that may still have made the task (5xx, timeout, lost
+   *  answer) and whose lookup by externalTaskId could not settle it. */
+  readonly outcomeUnknown: boolean;
 }
 
 export interface TaskImage {

@@ -21,6 +21,7 @@ class KlingError extends Error {
     this.taskId = fields.taskId ?? null;
     this.retryable = Boolean(fields.retryable);
     this.attempts = fields.attempts ?? 0;
+    this.outcomeUnknown = Boolean(fields.outcomeUnknown);
   }
 
   static fromPayload(p) {
