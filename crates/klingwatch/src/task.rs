@@ -308,7 +308,7 @@ impl Task {
     }
 
     /// The task as one JSON object with stable snake_case keys: `id`, `kind`, `status`,
-    /// `status_msg`, `external_task_id`, `created_at_ms`, `updated_at_ms`,
+    /// `is_terminal`, `status_msg`, `external_task_id`, `created_at_ms`, `updated_at_ms`,
     /// `final_unit_deduction`, `images` (`index`, `url`, `watermark_url`), `videos` (`id`,
     /// `url`, `watermark_url`, `duration_s`) and `raw` (the object as received).
     ///
@@ -332,6 +332,7 @@ impl Task {
             "id": self.id,
             "kind": self.kind.as_str(),
             "status": self.status.as_str(),
+            "is_terminal": self.is_terminal(),
             "status_msg": self.status_msg,
             "external_task_id": self.external_task_id,
             "created_at_ms": self.created_at_ms,
