@@ -14,6 +14,7 @@ import pytest
 
 from klingwatch import Client, KlingError, Task
 
+from _mockctl import ctl
 from conftest import ROOT
 
 MATRIX = json.loads((ROOT / "tests" / "faults.json").read_text())
@@ -21,14 +22,7 @@ AK = "klingwatch-test-ak"
 SK = "klingwatch-test-sk"
 
 
-def _ctl(url: str, method: str, path: str, body: Optional[dict] = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        f"{url}/__mock{path}", data=data, method=method, headers={"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        raw = resp.read()
-    return json.loads(raw) if raw else None
+_ctl = ctl
 
 
 def _seed(url: str, status: str, extra: Optional[dict] = None) -> str:

@@ -770,11 +770,16 @@ async fn watch_tasks(
     (last, code)
 }
 
-async fn demo(g: &Global, out: &Out, dir: PathBuf) -> Result<u8, Error> {
+/// Starts the embedded emulator (for `demo` and `mcp --mock`) and a client of its default
+/// account. Tasks start processing after `processing_after` and finish after `finish_after`.
+pub(crate) async fn embedded_emulator(
+    processing_after: Duration,
+    finish_after: Duration,
+) -> Result<(klingwatch_mock::MockServer, Client), Error> {
     let config = klingwatch_mock::MockConfig {
         timing: klingwatch_mock::Timing {
-            processing_after: Duration::from_secs(1),
-            finish_after: Duration::from_secs(3),
+            processing_after,
+            finish_after,
             time_scale: 1.0,
         },
         ..Default::default()
@@ -782,6 +787,17 @@ async fn demo(g: &Global, out: &Out, dir: PathBuf) -> Result<u8, Error> {
     let server = klingwatch_mock::MockServer::start(config)
         .await
         .map_err(|e| Error::config(format!("cannot start the emulator: {e}")))?;
+    let client = Client::builder()
+        .access_key(klingwatch_mock::DEFAULT_ACCESS_KEY)
+        .secret_key(klingwatch_mock::DEFAULT_SECRET_KEY)
+        .base_url(server.url())
+        .build()?;
+    Ok((server, client))
+}
+
+async fn demo(g: &Global, out: &Out, dir: PathBuf) -> Result<u8, Error> {
+    let (server, client) =
+        embedded_emulator(Duration::from_secs(1), Duration::from_secs(3)).await?;
     let url = server.url();
     let say = |s: String| {
         if !out.quiet {
@@ -801,11 +817,6 @@ async fn demo(g: &Global, out: &Out, dir: PathBuf) -> Result<u8, Error> {
         .map_err(|e| Error::config(format!("cannot configure the emulator: {e}")))?;
     say("injected: one rate limit (code 1302) on the first create; the client retries it".into());
 
-    let client = Client::builder()
-        .access_key(klingwatch_mock::DEFAULT_ACCESS_KEY)
-        .secret_key(klingwatch_mock::DEFAULT_SECRET_KEY)
-        .base_url(url.clone())
-        .build()?;
     let _ = g;
     let prompts = [
         ("a lighthouse at dawn, watercolor", false),

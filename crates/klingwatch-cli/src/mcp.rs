@@ -594,23 +594,9 @@ pub(crate) async fn serve(g: &Global, allow_create: bool, mock: bool) -> Result<
     let default_kind = crate::parse_kind(g)?;
     let mut emulator = None;
     let (client, note) = if mock {
-        let config = klingwatch_mock::MockConfig {
-            timing: klingwatch_mock::Timing {
-                processing_after: Duration::from_secs(2),
-                finish_after: Duration::from_secs(10),
-                time_scale: 1.0,
-            },
-            ..Default::default()
-        };
-        let server = klingwatch_mock::MockServer::start(config)
-            .await
-            .map_err(|e| Error::config(format!("cannot start the emulator: {e}")))?;
+        let (server, client) =
+            crate::embedded_emulator(Duration::from_secs(2), Duration::from_secs(10)).await?;
         let url = server.url();
-        let client = Client::builder()
-            .access_key(klingwatch_mock::DEFAULT_ACCESS_KEY)
-            .secret_key(klingwatch_mock::DEFAULT_SECRET_KEY)
-            .base_url(url.clone())
-            .build()?;
         let note = seed_emulator(&url, &client).await?;
         tracing::info!("emulator running at {url}");
         emulator = Some(server);

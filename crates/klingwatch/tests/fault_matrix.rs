@@ -107,54 +107,26 @@ async fn run_row(h: &H, row: &Value, client_cfg: &Value, batch: bool) -> Observe
     }
 }
 
+/// The status-query / batch column: the shared checks, plus the error's own attempt count.
 fn check(row: &Value, op: &str, obs: &Observed) -> Result<(), String> {
-    let name = row["name"].as_str().unwrap();
     let e = &row["expect"];
-    let want_attempts = e["attempts"].as_u64().unwrap() as usize;
-    let fail = |what: String| Err(format!("{name} [{op}]: {what}"));
-    if obs.attempts_logged != want_attempts {
-        return fail(format!(
-            "emulator logged {} attempts, want {want_attempts} ({:?})",
-            obs.attempts_logged,
-            obs.outcome.as_ref().map(|t| &t.status)
-        ));
-    }
-    let min_spacing = e["min_spacing_ms"].as_i64().unwrap_or(0);
-    if let Some(gap) = obs.min_gap_ms {
-        if gap < min_spacing {
-            return fail(format!("attempts {gap} ms apart, want >= {min_spacing} ms"));
+    check_column(
+        row,
+        op,
+        e,
+        &obs.outcome,
+        obs.attempts_logged,
+        obs.min_gap_ms,
+    )?;
+    if let Err(err) = &obs.outcome {
+        let want = e["attempts"].as_u64().unwrap();
+        if u64::from(err.attempts()) != want {
+            let name = row["name"].as_str().unwrap();
+            return Err(format!(
+                "{name} [{op}]: error.attempts {}, want {want}",
+                err.attempts()
+            ));
         }
-    }
-    match (e["outcome"].as_str().unwrap(), &obs.outcome) {
-        ("ok", Ok(task)) => {
-            let want = e["status"].as_str().unwrap();
-            if task.status.as_str() != want {
-                return fail(format!("status {:?}, want {want}", task.status.as_str()));
-            }
-            if let Some(missing) = missing_extra(row, op, task) {
-                return fail(format!("undocumented field {missing:?} not kept in raw"));
-            }
-        }
-        ("error", Err(err)) => {
-            let got = (
-                err.kind().as_str().to_string(),
-                err.kling_code(),
-                err.http_status().map(i64::from),
-                err.is_retryable(),
-                err.attempts() as usize,
-            );
-            let want = (
-                e["kind"].as_str().unwrap().to_string(),
-                e["kling_code"].as_i64(),
-                e["http_status"].as_i64(),
-                e["retryable"].as_bool().unwrap(),
-                want_attempts,
-            );
-            if got != want {
-                return fail(format!("got {got:?}, want {want:?} ({err:?})"));
-            }
-        }
-        (want, got) => return fail(format!("want {want}, got {got:?}")),
     }
     Ok(())
 }
