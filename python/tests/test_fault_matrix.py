@@ -6,7 +6,6 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Tuple
 
