@@ -3,6 +3,7 @@
 // lives in the Rust core; this file converts options, tasks and errors.
 
 const util = require('node:util');
+const path = require('node:path');
 const native = require('./native.js');
 
 const ERROR_PREFIX = 'KLINGWATCH_ERROR:';
@@ -88,6 +89,21 @@ class Task {
 
 const taskOf = (text) => new Task(JSON.parse(text));
 
+/** A status change: the task as now seen and the status before (null on first sight). */
+class TaskUpdate {
+  constructor(task, previous) {
+    this.task = task;
+    this.previous = previous ?? null;
+  }
+}
+
+const updateOf = (text) => {
+  const v = JSON.parse(text);
+  return new TaskUpdate(new Task(v.task), v.previous);
+};
+
+const cancelledError = () => new KlingError('the operation was aborted', { kind: 'cancelled' });
+
 /**
  * Runs `start(cancelId)` (a native promise). With an AbortSignal, a native cancel token is
  * made and cancelled on abort, so the Rust work stops (the future is dropped).
@@ -100,9 +116,7 @@ async function withSignal(signal, start) {
       throw toKlingError(err);
     }
   }
-  if (signal.aborted) {
-    throw new KlingError('the operation was aborted', { kind: 'cancelled' });
-  }
+  if (signal.aborted) throw cancelledError();
   const id = native.cancelTokenNew();
   const onAbort = () => native.cancelTokenCancel(id);
   signal.addEventListener('abort', onAbort, { once: true });
@@ -114,6 +128,56 @@ async function withSignal(signal, start) {
     signal.removeEventListener('abort', onAbort);
     native.cancelTokenDrop(id);
   }
+}
+
+/**
+ * Iterates a native stream opened by `open(cancelId)`, converting each item with `convert`.
+ * Ending the iteration early (break, return, throw) or aborting `signal` closes the native
+ * stream, which stops its Rust work.
+ */
+async function* drain(signal, open, convert) {
+  if (signal != null && signal.aborted) throw cancelledError();
+  let id;
+  let onAbort;
+  if (signal != null) {
+    id = native.cancelTokenNew();
+    onAbort = () => native.cancelTokenCancel(id);
+    signal.addEventListener('abort', onAbort, { once: true });
+  }
+  let stream;
+  try {
+    stream = call(() => open(id));
+    for (;;) {
+      let text;
+      try {
+        text = await stream.next();
+      } catch (err) {
+        throw toKlingError(err);
+      }
+      if (text == null) return;
+      yield convert(text);
+    }
+  } finally {
+    if (stream) stream.close();
+    if (signal != null) {
+      signal.removeEventListener('abort', onAbort);
+      native.cancelTokenDrop(id);
+    }
+  }
+}
+
+function optString(name, v) {
+  if (v == null) return undefined;
+  if (typeof v !== 'string') throw new KlingError(`${name} must be a string`, { kind: 'config' });
+  return v;
+}
+
+function optNumber(name, v) {
+  if (v == null) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v)) {
+    throw new KlingError(`${name} must be a finite number`, { kind: 'config' });
+  }
+  return v;
 }
 
 function snake(key) {
@@ -139,20 +203,22 @@ class Client {
    */
   constructor(options = {}) {
     const o = options || {};
-    const caCert = o.caCert == null ? undefined : Buffer.isBuffer(o.caCert) ? o.caCert.toString('utf8') : String(o.caCert);
-    const native_ = call(
-      () =>
-        new native.NativeClient({
-          accessKey: o.accessKey ?? undefined,
-          secretKey: o.secretKey ?? undefined,
-          apiKey: o.apiKey ?? undefined,
-          region: o.region ?? undefined,
-          baseUrl: o.baseUrl ?? undefined,
-          timeoutMs: o.timeoutMs ?? undefined,
-          maxRetries: o.maxRetries ?? undefined,
-          caCert,
-        }),
-    );
+    // Types are checked here so that a wrong value never reaches a native conversion error
+    // (whose message could quote it).
+    const caCert = o.caCert == null ? undefined : Buffer.isBuffer(o.caCert) ? o.caCert.toString('utf8') : optString('caCert', o.caCert);
+    const opts = {
+      accessKey: optString('accessKey', o.accessKey),
+      secretKey: optString('secretKey', o.secretKey),
+      apiKey: optString('apiKey', o.apiKey),
+      region: optString('region', o.region),
+      baseUrl: optString('baseUrl', o.baseUrl),
+      timeoutMs: optNumber('timeoutMs', o.timeoutMs),
+      maxRetries: optNumber('maxRetries', o.maxRetries),
+      caCert,
+      tokenTtlSec: optNumber('tokenTtlSec', o.tokenTtlSec),
+      tokenRefreshMarginSec: optNumber('tokenRefreshMarginSec', o.tokenRefreshMarginSec),
+    };
+    const native_ = call(() => new native.NativeClient(opts));
     Object.defineProperty(this, NATIVE, { value: native_, enumerable: false });
   }
 
@@ -163,6 +229,48 @@ class Client {
   /** A bearer token (signed JWT or API key). */
   token() {
     return call(() => this[NATIVE].token());
+  }
+
+  /** How many JWTs this client has signed (one per token lifetime, however many callers). */
+  get tokenSignatures() {
+    return this[NATIVE].tokenSignatures();
+  }
+
+  /** Looks a task up by the caller's `externalTaskId`. */
+  async getTaskByExternalId(externalTaskId, { kind = DEFAULT_KIND, signal } = {}) {
+    const n = this[NATIVE];
+    return taskOf(await withSignal(signal, (c) => n.getTaskByExternalId(kind, String(externalTaskId), c)));
+  }
+
+  /** Every task of `kind`, page by page (newest first); stops at the first short page. */
+  iterTasks({ kind = DEFAULT_KIND, pageSize = 30, signal } = {}) {
+    const n = this[NATIVE];
+    return drain(signal, (c) => n.iterTasks(kind, pageSize, c), taskOf);
+  }
+
+  /**
+   * Yields a TaskUpdate each time one of the tasks changes status; ends when every task is
+   * terminal. A task that fails for good (not found, wait timeout, ...) throws its KlingError
+   * from the iterator, which ends the watch. Leaving the loop early or aborting stops polling.
+   */
+  watch(ids, { kind = DEFAULT_KIND, timeoutMs, pollIntervalMs, maxPollIntervalMs, concurrency, signal } = {}) {
+    const n = this[NATIVE];
+    const list = Array.from(ids, String);
+    return drain(
+      signal,
+      (c) => n.watch(kind, list, timeoutMs, pollIntervalMs, maxPollIntervalMs, concurrency, c),
+      updateOf,
+    );
+  }
+
+  /** Saves the images/videos of a succeeded task into `dir`; resolves the file paths. */
+  async downloadResults(task, dir, { signal } = {}) {
+    if (task == null || typeof task !== 'object' || task.raw == null || typeof task.kind !== 'string') {
+      throw new KlingError('downloadResults needs a Task (from getTask, wait, ...)', { kind: 'invalid_request' });
+    }
+    const n = this[NATIVE];
+    const raw = JSON.stringify(task.raw);
+    return withSignal(signal, (c) => n.downloadResults(task.kind, raw, path.resolve(String(dir)), c));
   }
 
   async getTask(id, { kind = DEFAULT_KIND, signal } = {}) {
@@ -188,13 +296,33 @@ class Client {
     return JSON.parse(text).map((r) => (r.task ? new Task(r.task) : KlingError.fromPayload(r.error)));
   }
 
-  async wait(id, { kind = DEFAULT_KIND, timeoutMs, pollIntervalMs, maxPollIntervalMs, signal } = {}) {
+  /**
+   * Polls until the task is `succeed` or `failed` and resolves it. `onUpdate(update)` runs on
+   * the JS thread for each status change, in order (a returned Promise is awaited); if it
+   * throws (or rejects), the wait rejects with that error and polling stops.
+   */
+  async wait(id, { kind = DEFAULT_KIND, timeoutMs, pollIntervalMs, maxPollIntervalMs, onUpdate, signal } = {}) {
     const n = this[NATIVE];
-    return taskOf(
-      await withSignal(signal, (c) =>
-        n.wait(kind, String(id), timeoutMs, pollIntervalMs, maxPollIntervalMs, c),
-      ),
+    const taskId = String(id);
+    if (onUpdate == null) {
+      return taskOf(
+        await withSignal(signal, (c) => n.wait(kind, taskId, timeoutMs, pollIntervalMs, maxPollIntervalMs, c)),
+      );
+    }
+    if (typeof onUpdate !== 'function') {
+      throw new KlingError('onUpdate must be a function', { kind: 'invalid_request' });
+    }
+    const updates = drain(
+      signal,
+      (c) => n.waitUpdates(kind, taskId, timeoutMs, pollIntervalMs, maxPollIntervalMs, c),
+      updateOf,
     );
+    for await (const update of updates) {
+      const r = onUpdate(update);
+      if (r != null && typeof r.then === 'function') await r;
+      if (update.task.isTerminal) return update.task;
+    }
+    throw new KlingError('the wait ended without a final status', { kind: 'cancelled', taskId });
   }
 
   async waitImageTask(id, options = {}) {
@@ -268,6 +396,14 @@ function errorForApi(httpStatus, code, message = '') {
   return KlingError.fromPayload(JSON.parse(native.errorForApi(httpStatus, code ?? undefined, message)));
 }
 
+/** The documented task statuses (a task may also carry an unknown server value, kept as is). */
+const TaskStatus = Object.freeze({
+  SUBMITTED: 'submitted',
+  PROCESSING: 'processing',
+  SUCCEED: 'succeed',
+  FAILED: 'failed',
+});
+
 const ERROR_KINDS = Object.freeze(native.errorKinds());
 const TASK_KINDS = Object.freeze(native.taskKinds());
 
@@ -275,6 +411,8 @@ module.exports = {
   Client,
   KlingError,
   Task,
+  TaskUpdate,
+  TaskStatus,
   signJwt,
   parseCallback,
   parseTask,

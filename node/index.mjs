@@ -4,6 +4,8 @@ export const {
   Client,
   KlingError,
   Task,
+  TaskUpdate,
+  TaskStatus,
   signJwt,
   parseCallback,
   parseTask,

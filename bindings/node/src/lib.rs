@@ -8,10 +8,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Mutex, OnceLock};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use klingwatch::{Error, ErrorKind, Task, TaskKind, WaitOptions};
+use futures::stream::{Stream, StreamExt};
+use klingwatch::{Error, ErrorKind, Task, TaskKind, TaskUpdate, WaitOptions, WatchOptions};
 use napi::bindgen_prelude::within_runtime_if_available;
 use napi_derive::napi;
 use serde_json::{json, Value};
@@ -84,8 +86,23 @@ fn millis(name: &str, v: f64) -> napi::Result<Duration> {
     Ok(Duration::from_secs_f64(v / 1000.0))
 }
 
+/// The core's task object with camelCase keys, plus `isTerminal` (the core's rule).
 fn task_value(task: &Task) -> Value {
-    camel_keys(task.to_json())
+    let mut v = camel_keys(task.to_json());
+    if let Value::Object(m) = &mut v {
+        m.insert("isTerminal".to_owned(), Value::Bool(task.is_terminal()));
+    }
+    v
+}
+
+/// A status change: `{"task": ..., "previous": "submitted" | null}`.
+fn update_json(u: &TaskUpdate) -> String {
+    json!({"task": task_value(&u.task), "previous": u.previous.as_ref().map(|s| s.as_str())})
+        .to_string()
+}
+
+fn cancelled_error() -> Error {
+    Error::new(ErrorKind::Cancelled, "the operation was aborted")
 }
 
 fn task_json(task: &Task) -> String {
@@ -145,7 +162,7 @@ async fn cancellable<T>(
         Some(t) => {
             tokio::select! {
                 biased;
-                _ = t.cancelled() => Err(Error::new(ErrorKind::Cancelled, "the operation was aborted")),
+                _ = t.cancelled() => Err(cancelled_error()),
                 r = fut => r,
             }
         }
@@ -166,6 +183,10 @@ pub struct NativeClientOptions {
     pub max_retries: Option<u32>,
     /// PEM text of an extra CA certificate.
     pub ca_cert: Option<String>,
+    /// Lifetime of the signed JWTs in seconds (default 1800).
+    pub token_ttl_sec: Option<i64>,
+    /// Re-sign a JWT when less than this many seconds are left (default 60).
+    pub token_refresh_margin_sec: Option<i64>,
 }
 
 /// The native client: wraps `klingwatch::Client` (cheap to clone, thread-safe).
@@ -187,6 +208,8 @@ impl NativeClient {
             timeout_ms: None,
             max_retries: None,
             ca_cert: None,
+            token_ttl_sec: None,
+            token_refresh_margin_sec: None,
         });
         let mut b = klingwatch::Client::builder();
         if let Some(r) = o.region {
@@ -213,6 +236,14 @@ impl NativeClient {
         if let Some(pem) = o.ca_cert {
             b = b.ca_cert_pem(pem.into_bytes());
         }
+        if let Some(ttl) = o.token_ttl_sec {
+            b = b.token_ttl_secs(ttl);
+        }
+        if let Some(m) = o.token_refresh_margin_sec {
+            let m = u64::try_from(m)
+                .map_err(|_| to_js(Error::config("tokenRefreshMarginSec must be >= 0")))?;
+            b = b.token_refresh_margin(Duration::from_secs(m));
+        }
         // Building the reqwest client may need the runtime context (resolver, timers).
         let inner = within_runtime_if_available(move || b.build()).map_err(to_js)?;
         Ok(NativeClient { inner })
@@ -226,6 +257,133 @@ impl NativeClient {
     #[napi]
     pub fn token(&self) -> napi::Result<String> {
         self.inner.token().map_err(to_js)
+    }
+
+    /// How many JWTs this client has signed so far.
+    #[napi]
+    pub fn token_signatures(&self) -> f64 {
+        self.inner.token_provider().signatures() as f64
+    }
+
+    #[napi]
+    pub async fn get_task_by_external_id(
+        &self,
+        kind: Option<String>,
+        external_task_id: String,
+        cancel: Option<u32>,
+    ) -> napi::Result<String> {
+        let kind = kind_of(kind)?;
+        let token = token_of(cancel);
+        let c = self.inner.clone();
+        cancellable(token, async move {
+            c.get_task_by_external_id(kind, &external_task_id).await
+        })
+        .await
+        .map(|t| task_json(&t))
+        .map_err(to_js)
+    }
+
+    /// The tasks of `kind`, page by page: a stream of task JSON texts.
+    #[napi]
+    pub fn iter_tasks(
+        &self,
+        kind: Option<String>,
+        page_size: u32,
+        cancel: Option<u32>,
+    ) -> napi::Result<NativeStream> {
+        let kind = kind_of(kind)?;
+        let stream = self
+            .inner
+            .iter_tasks(kind, page_size)
+            .map(|r| r.map(|t| task_json(&t)));
+        Ok(NativeStream::new(Box::pin(stream), token_of(cancel)))
+    }
+
+    /// The status changes of one task until it ends: a stream of update JSON texts
+    /// (`{"task", "previous"}`); the last one is terminal, or an error.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn wait_updates(
+        &self,
+        kind: Option<String>,
+        task_id: String,
+        timeout_ms: Option<f64>,
+        poll_interval_ms: Option<f64>,
+        max_poll_interval_ms: Option<f64>,
+        cancel: Option<u32>,
+    ) -> napi::Result<NativeStream> {
+        let kind = kind_of(kind)?;
+        let mut options = wait_options(timeout_ms, poll_interval_ms, max_poll_interval_ms)?;
+        let token = token_of(cancel);
+        options.cancel = token.clone();
+        let c = self.inner.clone();
+        // The core spawns its poller on the runtime: enter it.
+        let stream = within_runtime_if_available(move || c.wait_updates(kind, &task_id, options))
+            .map(|r| r.map(|u| update_json(&u)));
+        Ok(NativeStream::new(Box::pin(stream), token))
+    }
+
+    /// Watches many tasks: a stream of update JSON texts; a task failing for good is an
+    /// error item (which ends the stream, as in Python).
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn watch(
+        &self,
+        kind: Option<String>,
+        task_ids: Vec<String>,
+        timeout_ms: Option<f64>,
+        poll_interval_ms: Option<f64>,
+        max_poll_interval_ms: Option<f64>,
+        concurrency: Option<u32>,
+        cancel: Option<u32>,
+    ) -> napi::Result<NativeStream> {
+        let kind = kind_of(kind)?;
+        let mut options = WatchOptions::default();
+        if let Some(v) = timeout_ms {
+            options.timeout = millis("timeoutMs", v)?;
+        }
+        if let Some(v) = poll_interval_ms {
+            options.poll_interval = millis("pollIntervalMs", v)?;
+        }
+        if let Some(v) = max_poll_interval_ms {
+            options.max_poll_interval = millis("maxPollIntervalMs", v)?;
+        }
+        if let Some(n) = concurrency {
+            options.concurrency = n.max(1) as usize;
+        }
+        let token = token_of(cancel);
+        options.cancel = token.clone();
+        let c = self.inner.clone();
+        let stream = within_runtime_if_available(move || c.watch(kind, task_ids, options))
+            .map(|r| r.map(|u| update_json(&u)));
+        Ok(NativeStream::new(Box::pin(stream), token))
+    }
+
+    /// Saves the results of a succeeded task (given as its kind and raw server object) into
+    /// `dir`; returns the file paths in order.
+    #[napi]
+    pub async fn download_results(
+        &self,
+        kind: Option<String>,
+        raw_task: String,
+        dir: String,
+        cancel: Option<u32>,
+    ) -> napi::Result<Vec<String>> {
+        let kind = kind_of(kind)?;
+        let raw: Value = serde_json::from_str(&raw_task)
+            .map_err(|e| to_js(Error::invalid(format!("the task is not valid JSON: {e}"))))?;
+        let task = Task::from_value(kind, raw).map_err(to_js)?;
+        let token = token_of(cancel);
+        let c = self.inner.clone();
+        cancellable(token, async move { c.download_results(&task, &dir).await })
+            .await
+            .map(|paths| {
+                paths
+                    .into_iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect()
+            })
+            .map_err(to_js)
     }
 
     #[napi]
@@ -334,16 +492,7 @@ impl NativeClient {
         cancel: Option<u32>,
     ) -> napi::Result<String> {
         let kind = kind_of(kind)?;
-        let mut options = WaitOptions::default();
-        if let Some(v) = timeout_ms {
-            options.timeout = millis("timeoutMs", v)?;
-        }
-        if let Some(v) = poll_interval_ms {
-            options.poll_interval = millis("pollIntervalMs", v)?;
-        }
-        if let Some(v) = max_poll_interval_ms {
-            options.max_poll_interval = millis("maxPollIntervalMs", v)?;
-        }
+        let mut options = wait_options(timeout_ms, poll_interval_ms, max_poll_interval_ms)?;
         let token = token_of(cancel);
         options.cancel = token.clone();
         let c = self.inner.clone();
@@ -351,6 +500,89 @@ impl NativeClient {
             .await
             .map(|t| task_json(&t))
             .map_err(to_js)
+    }
+}
+
+fn wait_options(
+    timeout_ms: Option<f64>,
+    poll_interval_ms: Option<f64>,
+    max_poll_interval_ms: Option<f64>,
+) -> napi::Result<WaitOptions> {
+    let mut options = WaitOptions::default();
+    if let Some(v) = timeout_ms {
+        options.timeout = millis("timeoutMs", v)?;
+    }
+    if let Some(v) = poll_interval_ms {
+        options.poll_interval = millis("pollIntervalMs", v)?;
+    }
+    if let Some(v) = max_poll_interval_ms {
+        options.max_poll_interval = millis("maxPollIntervalMs", v)?;
+    }
+    Ok(options)
+}
+
+// ---- streams ----------------------------------------------------------------------------------
+
+type ItemStream = Pin<Box<dyn Stream<Item = klingwatch::Result<String>> + Send>>;
+
+/// A pull-style stream for JS async iterators: `next()` resolves the next item (a JSON text)
+/// or `null` at the end, and rejects with the item's error (which ends the stream).
+/// `close()` (or the object being collected) drops the Rust stream, which stops its poller.
+#[napi]
+pub struct NativeStream {
+    stream: Arc<tokio::sync::Mutex<Option<ItemStream>>>,
+    closed: CancellationToken,
+    cancel: Option<CancellationToken>,
+}
+
+impl NativeStream {
+    fn new(stream: ItemStream, cancel: Option<CancellationToken>) -> NativeStream {
+        NativeStream {
+            stream: Arc::new(tokio::sync::Mutex::new(Some(stream))),
+            closed: CancellationToken::new(),
+            cancel,
+        }
+    }
+}
+
+#[napi]
+impl NativeStream {
+    /// The next item, or null once the stream ended (or was closed).
+    #[napi]
+    pub async fn next(&self) -> napi::Result<Option<String>> {
+        let stream = self.stream.clone();
+        let closed = self.closed.clone();
+        let cancel = self.cancel.clone().unwrap_or_default();
+        let mut guard = stream.lock().await;
+        let Some(s) = guard.as_mut() else {
+            return Ok(None);
+        };
+        let item = tokio::select! {
+            biased;
+            _ = closed.cancelled() => None,
+            _ = cancel.cancelled() => Some(Err(cancelled_error())),
+            item = s.next() => item,
+        };
+        match item {
+            Some(Ok(text)) => Ok(Some(text)),
+            Some(Err(e)) => {
+                *guard = None;
+                Err(to_js(e))
+            }
+            None => {
+                *guard = None;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Ends the stream now: its Rust work (polling) stops.
+    #[napi]
+    pub fn close(&self) {
+        self.closed.cancel();
+        if let Ok(mut g) = self.stream.try_lock() {
+            *g = None;
+        }
     }
 }
 
