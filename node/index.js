@@ -226,8 +226,8 @@ class Client {
     return this[NATIVE].baseUrl();
   }
 
-  /** A bearer token (signed JWT or API key). */
-  token() {
+  /** Resolves the bearer token (a cached signed JWT, or the API key). */
+  async token() {
     return call(() => this[NATIVE].token());
   }
 

@@ -90,8 +90,8 @@ test('the secret never shows in inspect or JSON', () => {
   assert.ok(!String(client).includes(SK));
 });
 
-test('token() gives a JWT for the access key', () => {
-  const tok = client.token();
+test('token() resolves a JWT for the access key', async () => {
+  const tok = await client.token();
   assert.equal(tok.split('.').length, 3);
 });
 
