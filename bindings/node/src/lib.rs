@@ -4,7 +4,9 @@
 //! are thrown as a JS `Error` whose message is `KLINGWATCH_ERROR:` followed by a JSON payload
 //! (kind, message, httpStatus, klingCode, requestId, taskId, retryable, attempts); `index.js`
 //! turns it into a `KlingError`. Cancellation goes through numbered cancel tokens: the JS
-//! layer makes one per call with an `AbortSignal` and cancels it on `abort`.
+//! layer makes one per call with an `AbortSignal` and cancels it on `abort`. Every sync entry
+//! point catches panics (`catch_unwind`) and async ones settle as rejections, so no panic
+//! unwinds into Node; `index.js` turns any native error into a `KlingError`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 const ERROR_PREFIX: &str = "KLINGWATCH_ERROR:";
 
 /// Version of the native addon.
-#[napi]
+#[napi(catch_unwind)]
 pub fn native_version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
@@ -117,7 +119,7 @@ fn cancel_tokens() -> &'static Mutex<(u32, HashMap<u32, CancellationToken>)> {
 }
 
 /// Makes a cancel token and returns its id.
-#[napi]
+#[napi(catch_unwind)]
 pub fn cancel_token_new() -> u32 {
     let mut g = cancel_tokens().lock().unwrap_or_else(|e| e.into_inner());
     g.0 = g.0.wrapping_add(1);
@@ -127,7 +129,7 @@ pub fn cancel_token_new() -> u32 {
 }
 
 /// Cancels the token `id` (every operation using it fails with `cancelled`).
-#[napi]
+#[napi(catch_unwind)]
 pub fn cancel_token_cancel(id: u32) {
     let g = cancel_tokens().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(t) = g.1.get(&id) {
@@ -136,7 +138,7 @@ pub fn cancel_token_cancel(id: u32) {
 }
 
 /// Forgets the token `id` (call when the operation ended).
-#[napi]
+#[napi(catch_unwind)]
 pub fn cancel_token_drop(id: u32) {
     let mut g = cancel_tokens().lock().unwrap_or_else(|e| e.into_inner());
     g.1.remove(&id);
@@ -197,7 +199,7 @@ pub struct NativeClient {
 
 #[napi]
 impl NativeClient {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(options: Option<NativeClientOptions>) -> napi::Result<Self> {
         let o = options.unwrap_or(NativeClientOptions {
             access_key: None,
@@ -249,18 +251,18 @@ impl NativeClient {
         Ok(NativeClient { inner })
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn base_url(&self) -> String {
         self.inner.base_url().to_owned()
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn token(&self) -> napi::Result<String> {
         self.inner.token().map_err(to_js)
     }
 
     /// How many JWTs this client has signed so far.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn token_signatures(&self) -> f64 {
         self.inner.token_provider().signatures() as f64
     }
@@ -284,7 +286,7 @@ impl NativeClient {
     }
 
     /// The tasks of `kind`, page by page: a stream of task JSON texts.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn iter_tasks(
         &self,
         kind: Option<String>,
@@ -301,7 +303,7 @@ impl NativeClient {
 
     /// The status changes of one task until it ends: a stream of update JSON texts
     /// (`{"task", "previous"}`); the last one is terminal, or an error.
-    #[napi]
+    #[napi(catch_unwind)]
     #[allow(clippy::too_many_arguments)]
     pub fn wait_updates(
         &self,
@@ -325,7 +327,7 @@ impl NativeClient {
 
     /// Watches many tasks: a stream of update JSON texts; a task failing for good is an
     /// error item (which ends the stream, as in Python).
-    #[napi]
+    #[napi(catch_unwind)]
     #[allow(clippy::too_many_arguments)]
     pub fn watch(
         &self,
@@ -577,7 +579,7 @@ impl NativeStream {
     }
 
     /// Ends the stream now: its Rust work (polling) stops.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn close(&self) {
         self.closed.cancel();
         if let Ok(mut g) = self.stream.try_lock() {
@@ -588,7 +590,7 @@ impl NativeStream {
 
 // ---- free functions ---------------------------------------------------------------------------
 
-#[napi]
+#[napi(catch_unwind)]
 pub fn sign_jwt(
     access_key: String,
     secret_key: String,
@@ -605,7 +607,7 @@ pub fn sign_jwt(
     klingwatch::sign_jwt(&access_key, &secret_key, now, ttl.unwrap_or(1800)).map_err(to_js)
 }
 
-#[napi]
+#[napi(catch_unwind)]
 pub fn parse_callback(body: String) -> napi::Result<String> {
     klingwatch::parse_callback(body.as_bytes())
         .map(|t| task_json(&t))
@@ -613,7 +615,7 @@ pub fn parse_callback(body: String) -> napi::Result<String> {
 }
 
 /// Parses a task response body as `kind` (`{code, data, ...}` envelope or bare task).
-#[napi]
+#[napi(catch_unwind)]
 pub fn parse_task(kind: Option<String>, body: String) -> napi::Result<String> {
     let kind = kind_of(kind)?;
     let v: Value = serde_json::from_str(&body)
@@ -627,7 +629,7 @@ pub fn parse_task(kind: Option<String>, body: String) -> napi::Result<String> {
         .map_err(to_js)
 }
 
-#[napi]
+#[napi(catch_unwind)]
 pub fn verify_webhook(
     secret: String,
     headers: Vec<Vec<String>>,
@@ -644,20 +646,20 @@ pub fn verify_webhook(
 }
 
 /// The error an API answer with this HTTP status and business code becomes (JSON payload).
-#[napi]
+#[napi(catch_unwind)]
 pub fn error_for_api(http_status: u32, code: Option<i64>, message: String) -> String {
     let status = u16::try_from(http_status).unwrap_or(0);
     error_value(&Error::from_api(status, code, &message, None)).to_string()
 }
 
 /// The stable names of every error kind, in the core's order.
-#[napi]
+#[napi(catch_unwind)]
 pub fn error_kinds() -> Vec<&'static str> {
     ErrorKind::ALL.iter().map(|k| k.as_str()).collect()
 }
 
 /// The stable names of every task kind.
-#[napi]
+#[napi(catch_unwind)]
 pub fn task_kinds() -> Vec<&'static str> {
     TaskKind::ALL.iter().map(|k| k.as_str()).collect()
 }
