@@ -422,3 +422,10 @@ module.exports = {
   TASK_KINDS,
   nativeVersion: native.nativeVersion,
 };
+
+// A panic on purpose, sync or async, for the test that no panic reaches JS as anything but a
+// KlingError (not part of the API: non-enumerable, not typed).
+Object.defineProperty(module.exports, '_panicForTests', {
+  enumerable: false,
+  value: (async_ = false) => (async_ ? withSignal(undefined, () => native.panicForTestsAsync()) : call(() => native.panicForTests())),
+});

@@ -98,3 +98,16 @@ test('token() resolves a JWT for the access key', async () => {
 test('bad options throw KlingError', () => {
   assert.throws(() => new kw.Client({ accessKey: AK, secretKey: SK, region: 'mars' }), kw.KlingError);
 });
+
+test('a Rust panic reaches JS as a KlingError, sync and async, and the process lives on', async () => {
+  const check = (e) => {
+    assert.ok(e instanceof kw.KlingError, String(e));
+    assert.equal(e.kind, 'config');
+    assert.match(e.message, /panic/);
+    return true;
+  };
+  assert.throws(() => kw._panicForTests(false), check);
+  await assert.rejects(kw._panicForTests(true), check);
+  const t = await client.createImageTask({ prompt: 'still alive' });
+  assert.ok(t.id);
+});

@@ -72,6 +72,31 @@ fn to_js(err: Error) -> napi::Error {
     napi::Error::from_reason(format!("{ERROR_PREFIX}{}", error_value(&err)))
 }
 
+/// Runs a sync entry point; a panic becomes the core's `from_panic` error (a `KlingError`).
+fn guard<T>(f: impl FnOnce() -> napi::Result<T>) -> napi::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(to_js(Error::from_panic())))
+}
+
+/// Runs an async entry point; a panic becomes the core's `from_panic` error.
+async fn guard_async<T>(fut: impl Future<Output = napi::Result<T>>) -> napi::Result<T> {
+    futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut))
+        .await
+        .unwrap_or_else(|_| Err(to_js(Error::from_panic())))
+}
+
+/// Panics on purpose, to test that no panic reaches JS as anything but a `KlingError`.
+#[napi(catch_unwind)]
+pub fn panic_for_tests() -> napi::Result<()> {
+    guard(|| panic!("panic_for_tests"))
+}
+
+/// The async twin of [`panic_for_tests`].
+#[napi]
+pub async fn panic_for_tests_async() -> napi::Result<()> {
+    guard_async(async { panic!("panic_for_tests_async") }).await
+}
+
 fn kind_of(kind: Option<String>) -> napi::Result<TaskKind> {
     match kind {
         None => Ok(TaskKind::ImageGeneration),
@@ -201,54 +226,56 @@ pub struct NativeClient {
 impl NativeClient {
     #[napi(constructor, catch_unwind)]
     pub fn new(options: Option<NativeClientOptions>) -> napi::Result<Self> {
-        let o = options.unwrap_or(NativeClientOptions {
-            access_key: None,
-            secret_key: None,
-            api_key: None,
-            region: None,
-            base_url: None,
-            timeout_ms: None,
-            max_retries: None,
-            ca_cert: None,
-            token_ttl_sec: None,
-            token_refresh_margin_sec: None,
-        });
-        let mut b = klingwatch::Client::builder();
-        if let Some(r) = o.region {
-            b = b.region(r.parse::<klingwatch::Region>().map_err(to_js)?);
-        }
-        if let Some(t) = o.timeout_ms {
-            b = b.timeout(millis("timeoutMs", t)?);
-        }
-        if let Some(n) = o.max_retries {
-            b = b.max_retries(n);
-        }
-        if let Some(v) = o.access_key {
-            b = b.access_key(v);
-        }
-        if let Some(v) = o.secret_key {
-            b = b.secret_key(v);
-        }
-        if let Some(v) = o.api_key {
-            b = b.api_key(v);
-        }
-        if let Some(v) = o.base_url {
-            b = b.base_url(v);
-        }
-        if let Some(pem) = o.ca_cert {
-            b = b.ca_cert_pem(pem.into_bytes());
-        }
-        if let Some(ttl) = o.token_ttl_sec {
-            b = b.token_ttl_secs(ttl);
-        }
-        if let Some(m) = o.token_refresh_margin_sec {
-            let m = u64::try_from(m)
-                .map_err(|_| to_js(Error::config("tokenRefreshMarginSec must be >= 0")))?;
-            b = b.token_refresh_margin(Duration::from_secs(m));
-        }
-        // Building the reqwest client may need the runtime context (resolver, timers).
-        let inner = within_runtime_if_available(move || b.build()).map_err(to_js)?;
-        Ok(NativeClient { inner })
+        guard(move || {
+            let o = options.unwrap_or(NativeClientOptions {
+                access_key: None,
+                secret_key: None,
+                api_key: None,
+                region: None,
+                base_url: None,
+                timeout_ms: None,
+                max_retries: None,
+                ca_cert: None,
+                token_ttl_sec: None,
+                token_refresh_margin_sec: None,
+            });
+            let mut b = klingwatch::Client::builder();
+            if let Some(r) = o.region {
+                b = b.region(r.parse::<klingwatch::Region>().map_err(to_js)?);
+            }
+            if let Some(t) = o.timeout_ms {
+                b = b.timeout(millis("timeoutMs", t)?);
+            }
+            if let Some(n) = o.max_retries {
+                b = b.max_retries(n);
+            }
+            if let Some(v) = o.access_key {
+                b = b.access_key(v);
+            }
+            if let Some(v) = o.secret_key {
+                b = b.secret_key(v);
+            }
+            if let Some(v) = o.api_key {
+                b = b.api_key(v);
+            }
+            if let Some(v) = o.base_url {
+                b = b.base_url(v);
+            }
+            if let Some(pem) = o.ca_cert {
+                b = b.ca_cert_pem(pem.into_bytes());
+            }
+            if let Some(ttl) = o.token_ttl_sec {
+                b = b.token_ttl_secs(ttl);
+            }
+            if let Some(m) = o.token_refresh_margin_sec {
+                let m = u64::try_from(m)
+                    .map_err(|_| to_js(Error::config("tokenRefreshMarginSec must be >= 0")))?;
+                b = b.token_refresh_margin(Duration::from_secs(m));
+            }
+            // Building the reqwest client may need the runtime context (resolver, timers).
+            let inner = within_runtime_if_available(move || b.build()).map_err(to_js)?;
+            Ok(NativeClient { inner })
+        })
     }
 
     #[napi(catch_unwind)]
@@ -258,7 +285,7 @@ impl NativeClient {
 
     #[napi(catch_unwind)]
     pub fn token(&self) -> napi::Result<String> {
-        self.inner.token().map_err(to_js)
+        guard(move || self.inner.token().map_err(to_js))
     }
 
     /// How many JWTs this client has signed so far.
@@ -274,15 +301,18 @@ impl NativeClient {
         external_task_id: String,
         cancel: Option<u32>,
     ) -> napi::Result<String> {
-        let kind = kind_of(kind)?;
-        let token = token_of(cancel);
-        let c = self.inner.clone();
-        cancellable(token, async move {
-            c.get_task_by_external_id(kind, &external_task_id).await
+        guard_async(async move {
+            let kind = kind_of(kind)?;
+            let token = token_of(cancel);
+            let c = self.inner.clone();
+            cancellable(token, async move {
+                c.get_task_by_external_id(kind, &external_task_id).await
+            })
+            .await
+            .map(|t| task_json(&t))
+            .map_err(to_js)
         })
         .await
-        .map(|t| task_json(&t))
-        .map_err(to_js)
     }
 
     /// The tasks of `kind`, page by page: a stream of task JSON texts.
@@ -293,12 +323,14 @@ impl NativeClient {
         page_size: u32,
         cancel: Option<u32>,
     ) -> napi::Result<NativeStream> {
-        let kind = kind_of(kind)?;
-        let stream = self
-            .inner
-            .iter_tasks(kind, page_size)
-            .map(|r| r.map(|t| task_json(&t)));
-        Ok(NativeStream::new(Box::pin(stream), token_of(cancel)))
+        guard(move || {
+            let kind = kind_of(kind)?;
+            let stream = self
+                .inner
+                .iter_tasks(kind, page_size)
+                .map(|r| r.map(|t| task_json(&t)));
+            Ok(NativeStream::new(Box::pin(stream), token_of(cancel)))
+        })
     }
 
     /// The status changes of one task until it ends: a stream of update JSON texts
@@ -314,15 +346,18 @@ impl NativeClient {
         max_poll_interval_ms: Option<f64>,
         cancel: Option<u32>,
     ) -> napi::Result<NativeStream> {
-        let kind = kind_of(kind)?;
-        let mut options = wait_options(timeout_ms, poll_interval_ms, max_poll_interval_ms)?;
-        let token = token_of(cancel);
-        options.cancel = token.clone();
-        let c = self.inner.clone();
-        // The core spawns its poller on the runtime: enter it.
-        let stream = within_runtime_if_available(move || c.wait_updates(kind, &task_id, options))
-            .map(|r| r.map(|u| update_json(&u)));
-        Ok(NativeStream::new(Box::pin(stream), token))
+        guard(move || {
+            let kind = kind_of(kind)?;
+            let mut options = wait_options(timeout_ms, poll_interval_ms, max_poll_interval_ms)?;
+            let token = token_of(cancel);
+            options.cancel = token.clone();
+            let c = self.inner.clone();
+            // The core spawns its poller on the runtime: enter it.
+            let stream =
+                within_runtime_if_available(move || c.wait_updates(kind, &task_id, options))
+                    .map(|r| r.map(|u| update_json(&u)));
+            Ok(NativeStream::new(Box::pin(stream), token))
+        })
     }
 
     /// Watches many tasks: a stream of update JSON texts; a task failing for good is an
@@ -339,26 +374,28 @@ impl NativeClient {
         concurrency: Option<u32>,
         cancel: Option<u32>,
     ) -> napi::Result<NativeStream> {
-        let kind = kind_of(kind)?;
-        let mut options = WatchOptions::default();
-        if let Some(v) = timeout_ms {
-            options.timeout = millis("timeoutMs", v)?;
-        }
-        if let Some(v) = poll_interval_ms {
-            options.poll_interval = millis("pollIntervalMs", v)?;
-        }
-        if let Some(v) = max_poll_interval_ms {
-            options.max_poll_interval = millis("maxPollIntervalMs", v)?;
-        }
-        if let Some(n) = concurrency {
-            options.concurrency = n.max(1) as usize;
-        }
-        let token = token_of(cancel);
-        options.cancel = token.clone();
-        let c = self.inner.clone();
-        let stream = within_runtime_if_available(move || c.watch(kind, task_ids, options))
-            .map(|r| r.map(|u| update_json(&u)));
-        Ok(NativeStream::new(Box::pin(stream), token))
+        guard(move || {
+            let kind = kind_of(kind)?;
+            let mut options = WatchOptions::default();
+            if let Some(v) = timeout_ms {
+                options.timeout = millis("timeoutMs", v)?;
+            }
+            if let Some(v) = poll_interval_ms {
+                options.poll_interval = millis("pollIntervalMs", v)?;
+            }
+            if let Some(v) = max_poll_interval_ms {
+                options.max_poll_interval = millis("maxPollIntervalMs", v)?;
+            }
+            if let Some(n) = concurrency {
+                options.concurrency = n.max(1) as usize;
+            }
+            let token = token_of(cancel);
+            options.cancel = token.clone();
+            let c = self.inner.clone();
+            let stream = within_runtime_if_available(move || c.watch(kind, task_ids, options))
+                .map(|r| r.map(|u| update_json(&u)));
+            Ok(NativeStream::new(Box::pin(stream), token))
+        })
     }
 
     /// Saves the results of a succeeded task (given as its kind and raw server object) into
@@ -371,21 +408,24 @@ impl NativeClient {
         dir: String,
         cancel: Option<u32>,
     ) -> napi::Result<Vec<String>> {
-        let kind = kind_of(kind)?;
-        let raw: Value = serde_json::from_str(&raw_task)
-            .map_err(|e| to_js(Error::invalid(format!("the task is not valid JSON: {e}"))))?;
-        let task = Task::from_value(kind, raw).map_err(to_js)?;
-        let token = token_of(cancel);
-        let c = self.inner.clone();
-        cancellable(token, async move { c.download_results(&task, &dir).await })
-            .await
-            .map(|paths| {
-                paths
-                    .into_iter()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .collect()
-            })
-            .map_err(to_js)
+        guard_async(async move {
+            let kind = kind_of(kind)?;
+            let raw: Value = serde_json::from_str(&raw_task)
+                .map_err(|e| to_js(Error::invalid(format!("the task is not valid JSON: {e}"))))?;
+            let task = Task::from_value(kind, raw).map_err(to_js)?;
+            let token = token_of(cancel);
+            let c = self.inner.clone();
+            cancellable(token, async move { c.download_results(&task, &dir).await })
+                .await
+                .map(|paths| {
+                    paths
+                        .into_iter()
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .collect()
+                })
+                .map_err(to_js)
+        })
+        .await
     }
 
     #[napi]
@@ -395,13 +435,16 @@ impl NativeClient {
         task_id: String,
         cancel: Option<u32>,
     ) -> napi::Result<String> {
-        let kind = kind_of(kind)?;
-        let token = token_of(cancel);
-        let c = self.inner.clone();
-        cancellable(token, async move { c.get_task(kind, &task_id).await })
-            .await
-            .map(|t| task_json(&t))
-            .map_err(to_js)
+        guard_async(async move {
+            let kind = kind_of(kind)?;
+            let token = token_of(cancel);
+            let c = self.inner.clone();
+            cancellable(token, async move { c.get_task(kind, &task_id).await })
+                .await
+                .map(|t| task_json(&t))
+                .map_err(to_js)
+        })
+        .await
     }
 
     #[napi]
@@ -412,16 +455,19 @@ impl NativeClient {
         page_size: u32,
         cancel: Option<u32>,
     ) -> napi::Result<String> {
-        let kind = kind_of(kind)?;
-        let token = token_of(cancel);
-        let c = self.inner.clone();
-        cancellable(
-            token,
-            async move { c.list_tasks(kind, page, page_size).await },
-        )
+        guard_async(async move {
+            let kind = kind_of(kind)?;
+            let token = token_of(cancel);
+            let c = self.inner.clone();
+            cancellable(
+                token,
+                async move { c.list_tasks(kind, page, page_size).await },
+            )
+            .await
+            .map(|ts| Value::Array(ts.iter().map(task_value).collect()).to_string())
+            .map_err(to_js)
+        })
         .await
-        .map(|ts| Value::Array(ts.iter().map(task_value).collect()).to_string())
-        .map_err(to_js)
     }
 
     /// A JSON array, one entry per id: `{"task": ...}` or `{"error": ...}`.
@@ -433,29 +479,32 @@ impl NativeClient {
         concurrency: u32,
         cancel: Option<u32>,
     ) -> napi::Result<String> {
-        let kind = kind_of(kind)?;
-        let token = token_of(cancel);
-        let c = self.inner.clone();
-        // The core's get_many future is not `Send` (higher-ranked borrows), so it runs on a
-        // blocking thread driven by the same runtime.
-        let handle = tokio::runtime::Handle::current();
-        let results = tokio::task::spawn_blocking(move || {
-            handle.block_on(cancellable(token, async move {
-                Ok(c.get_many(kind, &task_ids, concurrency.max(1) as usize)
-                    .await)
-            }))
+        guard_async(async move {
+            let kind = kind_of(kind)?;
+            let token = token_of(cancel);
+            let c = self.inner.clone();
+            // The core's get_many future is not `Send` (higher-ranked borrows), so it runs on a
+            // blocking thread driven by the same runtime.
+            let handle = tokio::runtime::Handle::current();
+            let results = tokio::task::spawn_blocking(move || {
+                handle.block_on(cancellable(token, async move {
+                    Ok(c.get_many(kind, &task_ids, concurrency.max(1) as usize)
+                        .await)
+                }))
+            })
+            .await
+            .map_err(|e| to_js(Error::config(format!("get_many worker failed: {e}"))))?
+            .map_err(to_js)?;
+            let out: Vec<Value> = results
+                .iter()
+                .map(|r| match r {
+                    Ok(t) => json!({"task": task_value(t)}),
+                    Err(e) => json!({"error": error_value(e)}),
+                })
+                .collect();
+            Ok(Value::Array(out).to_string())
         })
         .await
-        .map_err(|e| to_js(Error::config(format!("get_many worker failed: {e}"))))?
-        .map_err(to_js)?;
-        let out: Vec<Value> = results
-            .iter()
-            .map(|r| match r {
-                Ok(t) => json!({"task": task_value(t)}),
-                Err(e) => json!({"error": error_value(e)}),
-            })
-            .collect();
-        Ok(Value::Array(out).to_string())
     }
 
     /// `body` is the JSON text of the create request (snake_case wire fields).
@@ -466,20 +515,23 @@ impl NativeClient {
         body: String,
         cancel: Option<u32>,
     ) -> napi::Result<String> {
-        let kind = kind_of(kind)?;
-        let body: Value = serde_json::from_str(&body)
-            .map_err(|e| to_js(Error::invalid(format!("the body is not valid JSON: {e}"))))?;
-        if !matches!(body, Value::Object(_)) {
-            return Err(to_js(Error::invalid(
-                "the create body must be a JSON object",
-            )));
-        }
-        let token = token_of(cancel);
-        let c = self.inner.clone();
-        cancellable(token, async move { c.create_task(kind, body).await })
-            .await
-            .map(|t| task_json(&t))
-            .map_err(to_js)
+        guard_async(async move {
+            let kind = kind_of(kind)?;
+            let body: Value = serde_json::from_str(&body)
+                .map_err(|e| to_js(Error::invalid(format!("the body is not valid JSON: {e}"))))?;
+            if !matches!(body, Value::Object(_)) {
+                return Err(to_js(Error::invalid(
+                    "the create body must be a JSON object",
+                )));
+            }
+            let token = token_of(cancel);
+            let c = self.inner.clone();
+            cancellable(token, async move { c.create_task(kind, body).await })
+                .await
+                .map(|t| task_json(&t))
+                .map_err(to_js)
+        })
+        .await
     }
 
     #[napi]
@@ -493,15 +545,18 @@ impl NativeClient {
         max_poll_interval_ms: Option<f64>,
         cancel: Option<u32>,
     ) -> napi::Result<String> {
-        let kind = kind_of(kind)?;
-        let mut options = wait_options(timeout_ms, poll_interval_ms, max_poll_interval_ms)?;
-        let token = token_of(cancel);
-        options.cancel = token.clone();
-        let c = self.inner.clone();
-        cancellable(token, async move { c.wait(kind, &task_id, options).await })
-            .await
-            .map(|t| task_json(&t))
-            .map_err(to_js)
+        guard_async(async move {
+            let kind = kind_of(kind)?;
+            let mut options = wait_options(timeout_ms, poll_interval_ms, max_poll_interval_ms)?;
+            let token = token_of(cancel);
+            options.cancel = token.clone();
+            let c = self.inner.clone();
+            cancellable(token, async move { c.wait(kind, &task_id, options).await })
+                .await
+                .map(|t| task_json(&t))
+                .map_err(to_js)
+        })
+        .await
     }
 }
 
@@ -552,30 +607,33 @@ impl NativeStream {
     /// The next item, or null once the stream ended (or was closed).
     #[napi]
     pub async fn next(&self) -> napi::Result<Option<String>> {
-        let stream = self.stream.clone();
-        let closed = self.closed.clone();
-        let cancel = self.cancel.clone().unwrap_or_default();
-        let mut guard = stream.lock().await;
-        let Some(s) = guard.as_mut() else {
-            return Ok(None);
-        };
-        let item = tokio::select! {
-            biased;
-            _ = closed.cancelled() => None,
-            _ = cancel.cancelled() => Some(Err(cancelled_error())),
-            item = s.next() => item,
-        };
-        match item {
-            Some(Ok(text)) => Ok(Some(text)),
-            Some(Err(e)) => {
-                *guard = None;
-                Err(to_js(e))
+        guard_async(async move {
+            let stream = self.stream.clone();
+            let closed = self.closed.clone();
+            let cancel = self.cancel.clone().unwrap_or_default();
+            let mut slot = stream.lock().await;
+            let Some(s) = slot.as_mut() else {
+                return Ok(None);
+            };
+            let item = tokio::select! {
+                biased;
+                _ = closed.cancelled() => None,
+                _ = cancel.cancelled() => Some(Err(cancelled_error())),
+                item = s.next() => item,
+            };
+            match item {
+                Some(Ok(text)) => Ok(Some(text)),
+                Some(Err(e)) => {
+                    *slot = None;
+                    Err(to_js(e))
+                }
+                None => {
+                    *slot = None;
+                    Ok(None)
+                }
             }
-            None => {
-                *guard = None;
-                Ok(None)
-            }
-        }
+        })
+        .await
     }
 
     /// Ends the stream now: its Rust work (polling) stops.
@@ -597,36 +655,42 @@ pub fn sign_jwt(
     now: Option<i64>,
     ttl: Option<i64>,
 ) -> napi::Result<String> {
-    let now = match now {
-        Some(n) => n,
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    };
-    klingwatch::sign_jwt(&access_key, &secret_key, now, ttl.unwrap_or(1800)).map_err(to_js)
+    guard(move || {
+        let now = match now {
+            Some(n) => n,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        };
+        klingwatch::sign_jwt(&access_key, &secret_key, now, ttl.unwrap_or(1800)).map_err(to_js)
+    })
 }
 
 #[napi(catch_unwind)]
 pub fn parse_callback(body: String) -> napi::Result<String> {
-    klingwatch::parse_callback(body.as_bytes())
-        .map(|t| task_json(&t))
-        .map_err(to_js)
+    guard(move || {
+        klingwatch::parse_callback(body.as_bytes())
+            .map(|t| task_json(&t))
+            .map_err(to_js)
+    })
 }
 
 /// Parses a task response body as `kind` (`{code, data, ...}` envelope or bare task).
 #[napi(catch_unwind)]
 pub fn parse_task(kind: Option<String>, body: String) -> napi::Result<String> {
-    let kind = kind_of(kind)?;
-    let v: Value = serde_json::from_str(&body)
-        .map_err(|e| to_js(Error::invalid(format!("the body is not valid JSON: {e}"))))?;
-    let data = match v.get("data") {
-        Some(d) if v.get("code").is_some() => d.clone(),
-        _ => v,
-    };
-    Task::from_value(kind, data)
-        .map(|t| task_json(&t))
-        .map_err(to_js)
+    guard(move || {
+        let kind = kind_of(kind)?;
+        let v: Value = serde_json::from_str(&body)
+            .map_err(|e| to_js(Error::invalid(format!("the body is not valid JSON: {e}"))))?;
+        let data = match v.get("data") {
+            Some(d) if v.get("code").is_some() => d.clone(),
+            _ => v,
+        };
+        Task::from_value(kind, data)
+            .map(|t| task_json(&t))
+            .map_err(to_js)
+    })
 }
 
 #[napi(catch_unwind)]
@@ -636,13 +700,15 @@ pub fn verify_webhook(
     body: String,
     tolerance_sec: Option<f64>,
 ) -> napi::Result<()> {
-    let tolerance = millis("toleranceSec", tolerance_sec.unwrap_or(300.0) * 1000.0)?;
-    let pairs: Vec<(&str, &str)> = headers
-        .iter()
-        .filter(|p| p.len() == 2)
-        .map(|p| (p[0].as_str(), p[1].as_str()))
-        .collect();
-    klingwatch::verify_webhook(&secret, &pairs, body.as_bytes(), tolerance).map_err(to_js)
+    guard(move || {
+        let tolerance = millis("toleranceSec", tolerance_sec.unwrap_or(300.0) * 1000.0)?;
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|p| p.len() == 2)
+            .map(|p| (p[0].as_str(), p[1].as_str()))
+            .collect();
+        klingwatch::verify_webhook(&secret, &pairs, body.as_bytes(), tolerance).map_err(to_js)
+    })
 }
 
 /// The error an API answer with this HTTP status and business code becomes (JSON payload).

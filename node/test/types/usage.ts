@@ -81,8 +81,10 @@ export async function usage(): Promise<void> {
         r.retryable,
         r.attempts,
       ];
+      const unknown: boolean = r.outcomeUnknown;
       void k;
       void fields;
+      void unknown;
     } else {
       const img = r.images[0];
       const parts: [number, string, string | null] = [img.index, img.url, img.watermarkUrl];
