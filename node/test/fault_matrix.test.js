@@ -179,3 +179,9 @@ test('fault matrix: wait and create columns agree with Rust and Python', async (
     assert.deepEqual(failures, []);
   });
 });
+
+test('the matrix covers every code of the error table', () => {
+  const errors = JSON.parse(fs.readFileSync(path.join(ROOT, 'tests', 'vectors', 'errors.json'), 'utf8')).rows;
+  const codes = new Set(MATRIX.rows.filter((r) => r.fault).map((r) => r.fault.code));
+  for (const r of errors) assert.ok(codes.has(r.code), `code ${r.code} has no row`);
+});
