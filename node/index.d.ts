@@ -91,7 +91,7 @@ export interface ClientOptions {
   accessKey?: string;
   secretKey?: string;
   apiKey?: string;
-  region?: string;
+  region?: 'global' | 'china';
   baseUrl?: string;
   timeoutMs?: number;
   maxRetries?: number;
