@@ -38,6 +38,8 @@ export declare class KlingError extends Error {
   /** A create that failed in a way that may still have made the task (5xx, timeout, lost
    *  answer) and whose lookup by externalTaskId could not settle it. */
   readonly outcomeUnknown: boolean;
+  /** The underlying failure (transport, TLS, JSON), when there is one. */
+  readonly cause?: Error;
 }
 
 export interface TaskImage {

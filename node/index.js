@@ -23,6 +23,10 @@ class KlingError extends Error {
     this.retryable = Boolean(fields.retryable);
     this.attempts = fields.attempts ?? 0;
     this.outcomeUnknown = Boolean(fields.outcomeUnknown);
+    // The core's chain of underlying causes (transport, TLS, JSON), as a standard `cause`.
+    if (typeof fields.cause === 'string' && fields.cause) {
+      Object.defineProperty(this, 'cause', { value: new Error(fields.cause), writable: true, configurable: true, enumerable: false });
+    }
   }
 
   static fromPayload(p) {

@@ -111,3 +111,17 @@ test('a Rust panic reaches JS as a KlingError, sync and async, and the process l
   const t = await client.createImageTask({ prompt: 'still alive' });
   assert.ok(t.id);
 });
+
+test("a transport failure carries the core's cause chain as a standard cause", async () => {
+  const closed = new kw.Client({ accessKey: AK, secretKey: SK, baseUrl: 'http://127.0.0.1:9', maxRetries: 0 });
+  const e = await closed.getTask('abc').catch((x) => x);
+  assert.ok(e instanceof kw.KlingError);
+  assert.equal(e.kind, 'connection');
+  assert.ok(e.cause instanceof Error);
+  assert.match(e.cause.message, /connect/i);
+  assert.match(util.inspect(e), /\[cause\]/);
+  // A server answer has no underlying cause.
+  const nf = await client.getTask('no-such-task-456').catch((x) => x);
+  assert.equal(nf.kind, 'not_found');
+  assert.equal(nf.cause, undefined);
+});
