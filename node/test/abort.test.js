@@ -83,3 +83,33 @@ test('aborting an in-flight getTaskByExternalId rejects quickly', async () => {
   assert.ok(Date.now() - started < 900);
   assert.ok(id);
 });
+
+test('slow calls never block the event loop', async () => {
+  const ids = [];
+  for (let i = 0; i < 20; i++) {
+    const id = await seed(mock.url, { status: 'succeed' });
+    await ctl(mock.url, 'POST', '/faults', { fault: 'delay', times: 1, delay_ms: 600, match: { task_id: id } });
+    ids.push(id);
+  }
+  const c = new kw.Client({ accessKey: AK, secretKey: SK, baseUrl: mock.url, maxRetries: 0, timeoutMs: 5000 });
+  let last = Date.now();
+  let worst = 0;
+  let ticks = 0;
+  const timer = setInterval(() => {
+    const now = Date.now();
+    worst = Math.max(worst, now - last);
+    last = now;
+    ticks += 1;
+  }, 5);
+  try {
+    const started = Date.now();
+    const [many, one] = await Promise.all([c.getMany(ids, { concurrency: 20 }), c.getTask(ids[0])]);
+    assert.ok(Date.now() - started >= 550, 'the calls were slow');
+    assert.ok(many.every((t) => t instanceof kw.Task));
+    assert.equal(one.id, ids[0]);
+  } finally {
+    clearInterval(timer);
+  }
+  assert.ok(ticks >= 40, `only ${ticks} timer ticks during the calls`);
+  assert.ok(worst < 150, `the event loop stalled for ${worst} ms`);
+});
