@@ -113,13 +113,9 @@ fn millis(name: &str, v: f64) -> napi::Result<Duration> {
     Ok(Duration::from_secs_f64(v / 1000.0))
 }
 
-/// The core's task object with camelCase keys, plus `isTerminal` (the core's rule).
+/// The core's task object with camelCase keys.
 fn task_value(task: &Task) -> Value {
-    let mut v = camel_keys(task.to_json());
-    if let Value::Object(m) = &mut v {
-        m.insert("isTerminal".to_owned(), Value::Bool(task.is_terminal()));
-    }
-    v
+    camel_keys(task.to_json())
 }
 
 /// A status change: `{"task": ..., "previous": "submitted" | null}`.
