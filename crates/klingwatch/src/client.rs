@@ -256,11 +256,20 @@ impl ClientBuilder {
                 .filter(|u| !u.trim().is_empty())
                 .unwrap_or_else(|| self.region.base_url().to_owned()),
         };
+        let shown = redact_userinfo(&base);
         let parsed = url::Url::parse(base.trim())
-            .map_err(|e| Error::config(format!("invalid base URL {base:?}: {e}")))?;
+            .map_err(|e| Error::config(format!("invalid base URL {shown:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(Error::config(format!(
-                "invalid base URL {base:?}: expected http(s)://host[:port]"
+                "invalid base URL {shown:?}: expected http(s)://host[:port]"
+            )));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            // Kling authenticates with a Bearer token; credentials in the URL would end up in
+            // reprs and logs.
+            return Err(Error::config(format!(
+                "invalid base URL {shown:?}: it must not contain user:password@ (pass \
+                 credentials as access_key/secret_key or api_key)"
             )));
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {
@@ -710,3 +719,21 @@ impl Client {
 }
 
 use futures::StreamExt as _;
+
+/// A URL as it may be shown in an error: anything between `scheme://` and the last `@` of the
+/// authority (a `user:password`) is replaced by `***`.
+fn redact_userinfo(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return match url.rfind('@') {
+            Some(at) => format!("***{}", &url[at..]),
+            None => url.to_owned(),
+        };
+    };
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}

@@ -90,6 +90,18 @@ fn base_url_and_region_configuration() {
             "{bad}"
         );
     }
+    // Credentials in the URL are refused, and never quoted back (well-formed or not).
+    for bad in [
+        "http://user:s3cr3t-in-url@127.0.0.1:8080",
+        "https://:s3cr3t-in-url@api.example",
+        "http://user:s3cr3t-in-url@",
+        "user:s3cr3t-in-url@host",
+    ] {
+        let err = b().base_url(bad).build().unwrap_err();
+        assert_eq!(err.kind().as_str(), "config", "{bad}");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("s3cr3t-in-url"), "{bad} -> {shown}");
+    }
     assert_eq!("cn".parse::<Region>().unwrap(), Region::China);
     assert_eq!(
         "mars".parse::<Region>().unwrap_err().kind().as_str(),
