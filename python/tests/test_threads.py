@@ -29,9 +29,10 @@ def test_threads_run_in_parallel(mock_url: str) -> None:
 
 
 def test_64_threads_across_a_token_expiry_sign_one_token(mock_url: str) -> None:
-    # A 61 s lifetime with the core's 60 s refresh margin: the token is due for renewal 1 s
-    # after signing, so the test crosses an expiry without waiting half an hour.
-    client = Client(access_key=AK, secret_key=SK, base_url=mock_url, timeout=10.0, token_ttl=61)
+    # A 3 s lifetime re-signed 2 s before expiry: the token is due for renewal 1 s after
+    # signing, so the test crosses an expiry without waiting half an hour.
+    client = Client(access_key=AK, secret_key=SK, base_url=mock_url, timeout=10.0, token_ttl=3,
+                    token_refresh_margin=2)
     tid = seed(mock_url, "succeed")
     assert isinstance(client.get_image_task(tid), Task)
     assert client.token_signatures == 1
@@ -46,3 +47,11 @@ def test_64_threads_across_a_token_expiry_sign_one_token(mock_url: str) -> None:
         got = list(pool.map(one, range(64)))
     assert got == [tid] * 64
     assert client.token_signatures == 2, client.token_signatures
+
+
+def test_token_options_are_validated() -> None:
+    from klingwatch.errors import ConfigError
+    import pytest
+
+    with pytest.raises(ConfigError):
+        Client(access_key=AK, secret_key=SK, token_ttl=60, token_refresh_margin=60)

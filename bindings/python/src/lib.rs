@@ -272,7 +272,7 @@ impl NativeClient {
 #[pymethods]
 impl NativeClient {
     #[new]
-    #[pyo3(signature = (access_key=None, secret_key=None, api_key=None, region="global", base_url=None, timeout=30.0, max_retries=3, ca_cert=None, token_ttl=None))]
+    #[pyo3(signature = (access_key=None, secret_key=None, api_key=None, region="global", base_url=None, timeout=30.0, max_retries=3, ca_cert=None, token_ttl=None, token_refresh_margin=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         access_key: Option<String>,
@@ -284,6 +284,7 @@ impl NativeClient {
         max_retries: u32,
         ca_cert: Option<Vec<u8>>,
         token_ttl: Option<i64>,
+        token_refresh_margin: Option<f64>,
     ) -> PyResult<Self> {
         let region = region.parse::<klingwatch::Region>().map_err(to_py)?;
         let mut b = klingwatch::Client::builder()
@@ -307,6 +308,9 @@ impl NativeClient {
         }
         if let Some(ttl) = token_ttl {
             b = b.token_ttl_secs(ttl);
+        }
+        if let Some(m) = token_refresh_margin {
+            b = b.token_refresh_margin(secs("token_refresh_margin", m)?);
         }
         // Building the reqwest client may need the runtime context (resolver, timers).
         let rt = runtime()?;

@@ -117,10 +117,12 @@ class _Base:
         max_retries: int = 3,
         ca_cert: Union[str, bytes, "os.PathLike[str]", None] = None,
         token_ttl: Optional[int] = None,
+        token_refresh_margin: Optional[float] = None,
     ) -> None:
         pem = _pem(ca_cert)
         args = (access_key, secret_key, api_key, region, base_url, float(timeout),
-                int(max_retries), pem, None if token_ttl is None else int(token_ttl))
+                int(max_retries), pem, None if token_ttl is None else int(token_ttl),
+                None if token_refresh_margin is None else float(token_refresh_margin))
 
         def build() -> Any:
             return _native.NativeClient(*args)
