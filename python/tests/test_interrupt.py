@@ -23,7 +23,9 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 def test_ctrl_c_interrupts_a_blocking_call(mock_url: str, call: str) -> None:
     tid = seed(mock_url, "processing")
     code = textwrap.dedent(f"""
-        import sys
+        import signal, sys
+        # As in an interactive session (a background parent may have set SIGINT to ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from klingwatch import Client
         client = Client(access_key={AK!r}, secret_key={SK!r}, base_url={mock_url!r})
         TID = {tid!r}
