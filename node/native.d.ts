@@ -14,6 +14,26 @@ export declare class NativeClient {
   constructor(options?: NativeClientOptions | undefined | null)
   baseUrl(): string
   token(): string
+  /** How many JWTs this client has signed so far. */
+  tokenSignatures(): number
+  getTaskByExternalId(kind: string | undefined | null, externalTaskId: string, cancel?: number | undefined | null): Promise<string>
+  /** The tasks of `kind`, page by page: a stream of task JSON texts. */
+  iterTasks(kind: string | undefined | null, pageSize: number, cancel?: number | undefined | null): NativeStream
+  /**
+   * The status changes of one task until it ends: a stream of update JSON texts
+   * (`{"task", "previous"}`); the last one is terminal, or an error.
+   */
+  waitUpdates(kind: string | undefined | null, taskId: string, timeoutMs?: number | undefined | null, pollIntervalMs?: number | undefined | null, maxPollIntervalMs?: number | undefined | null, cancel?: number | undefined | null): NativeStream
+  /**
+   * Watches many tasks: a stream of update JSON texts; a task failing for good is an
+   * error item (which ends the stream, as in Python).
+   */
+  watch(kind: string | undefined | null, taskIds: Array<string>, timeoutMs?: number | undefined | null, pollIntervalMs?: number | undefined | null, maxPollIntervalMs?: number | undefined | null, concurrency?: number | undefined | null, cancel?: number | undefined | null): NativeStream
+  /**
+   * Saves the results of a succeeded task (given as its kind and raw server object) into
+   * `dir`; returns the file paths in order.
+   */
+  downloadResults(kind: string | undefined | null, rawTask: string, dir: string, cancel?: number | undefined | null): Promise<Array<string>>
   getTask(kind: string | undefined | null, taskId: string, cancel?: number | undefined | null): Promise<string>
   listTasks(kind: string | undefined | null, page: number, pageSize: number, cancel?: number | undefined | null): Promise<string>
   /** A JSON array, one entry per id: `{"task": ...}` or `{"error": ...}`. */
@@ -21,6 +41,18 @@ export declare class NativeClient {
   /** `body` is the JSON text of the create request (snake_case wire fields). */
   createTask(kind: string | undefined | null, body: string, cancel?: number | undefined | null): Promise<string>
   wait(kind: string | undefined | null, taskId: string, timeoutMs?: number | undefined | null, pollIntervalMs?: number | undefined | null, maxPollIntervalMs?: number | undefined | null, cancel?: number | undefined | null): Promise<string>
+}
+
+/**
+ * A pull-style stream for JS async iterators: `next()` resolves the next item (a JSON text)
+ * or `null` at the end, and rejects with the item's error (which ends the stream).
+ * `close()` (or the object being collected) drops the Rust stream, which stops its poller.
+ */
+export declare class NativeStream {
+  /** The next item, or null once the stream ended (or was closed). */
+  next(): Promise<string | null>
+  /** Ends the stream now: its Rust work (polling) stops. */
+  close(): void
 }
 
 /** Cancels the token `id` (every operation using it fails with `cancelled`). */
@@ -49,10 +81,20 @@ export interface NativeClientOptions {
   maxRetries?: number
   /** PEM text of an extra CA certificate. */
   caCert?: string
+  /** Lifetime of the signed JWTs in seconds (default 1800). */
+  tokenTtlSec?: number
+  /** Re-sign a JWT when less than this many seconds are left (default 60). */
+  tokenRefreshMarginSec?: number
 }
 
 /** Version of the native addon. */
 export declare function nativeVersion(): string
+
+/** Panics on purpose, to test that no panic reaches JS as anything but a `KlingError`. */
+export declare function panicForTests(): void
+
+/** The async twin of [`panic_for_tests`]. */
+export declare function panicForTestsAsync(): Promise<void>
 
 export declare function parseCallback(body: string): string
 

@@ -836,12 +836,15 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeClient = nativeBinding.NativeClient
+module.exports.NativeStream = nativeBinding.NativeStream
 module.exports.cancelTokenCancel = nativeBinding.cancelTokenCancel
 module.exports.cancelTokenDrop = nativeBinding.cancelTokenDrop
 module.exports.cancelTokenNew = nativeBinding.cancelTokenNew
 module.exports.errorForApi = nativeBinding.errorForApi
 module.exports.errorKinds = nativeBinding.errorKinds
 module.exports.nativeVersion = nativeBinding.nativeVersion
+module.exports.panicForTests = nativeBinding.panicForTests
+module.exports.panicForTestsAsync = nativeBinding.panicForTestsAsync
 module.exports.parseCallback = nativeBinding.parseCallback
 module.exports.parseTask = nativeBinding.parseTask
 module.exports.signJwt = nativeBinding.signJwt
