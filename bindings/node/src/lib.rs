@@ -372,16 +372,14 @@ impl NativeClient {
     ) -> napi::Result<NativeStream> {
         guard(move || {
             let kind = kind_of(kind)?;
-            let mut options = WatchOptions::default();
-            if let Some(v) = timeout_ms {
-                options.timeout = millis("timeoutMs", v)?;
-            }
-            if let Some(v) = poll_interval_ms {
-                options.poll_interval = millis("pollIntervalMs", v)?;
-            }
-            if let Some(v) = max_poll_interval_ms {
-                options.max_poll_interval = millis("maxPollIntervalMs", v)?;
-            }
+            // The same timing options as a wait, parsed once.
+            let timing = wait_options(timeout_ms, poll_interval_ms, max_poll_interval_ms)?;
+            let mut options = WatchOptions {
+                timeout: timing.timeout,
+                poll_interval: timing.poll_interval,
+                max_poll_interval: timing.max_poll_interval,
+                ..WatchOptions::default()
+            };
             if let Some(n) = concurrency {
                 options.concurrency = n.max(1) as usize;
             }

@@ -492,10 +492,11 @@ impl NativeClient {
         concurrency: usize,
     ) -> PyResult<StreamIter> {
         let kind = kind_of(kind)?;
+        let timing = wait_options(timeout, poll_interval, max_poll_interval)?;
         let options = WatchOptions {
-            timeout: secs("timeout", timeout)?,
-            poll_interval: secs("poll_interval", poll_interval)?,
-            max_poll_interval: secs("max_poll_interval", max_poll_interval)?,
+            timeout: timing.timeout,
+            poll_interval: timing.poll_interval,
+            max_poll_interval: timing.max_poll_interval,
             concurrency,
             ..WatchOptions::default()
         };
