@@ -4,7 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Map, Value};
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -56,6 +57,12 @@ impl TaskStatus {
 impl fmt::Display for TaskStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for TaskStatus {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -135,6 +142,48 @@ impl fmt::Display for TaskKind {
     }
 }
 
+impl Serialize for TaskKind {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// The stable snake_case object of [`Task::to_json`], written field by field (no tree).
+impl Serialize for Task {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            id: &'a str,
+            kind: TaskKind,
+            status: &'a TaskStatus,
+            is_terminal: bool,
+            status_msg: &'a Option<String>,
+            external_task_id: &'a Option<String>,
+            created_at_ms: Option<i64>,
+            updated_at_ms: Option<i64>,
+            final_unit_deduction: &'a Option<String>,
+            images: &'a [Image],
+            videos: &'a [Video],
+            raw: &'a Map<String, Value>,
+        }
+        View {
+            id: &self.id,
+            kind: self.kind,
+            status: &self.status,
+            is_terminal: self.is_terminal(),
+            status_msg: &self.status_msg,
+            external_task_id: &self.external_task_id,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            final_unit_deduction: &self.final_unit_deduction,
+            images: &self.images,
+            videos: &self.videos,
+            raw: &self.raw,
+        }
+        .serialize(s)
+    }
+}
+
 impl FromStr for TaskKind {
     type Err = Error;
     /// Accepts the stable name, its hyphenated form, or the endpoint path.
@@ -158,7 +207,7 @@ impl FromStr for TaskKind {
 }
 
 /// One generated image.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Image {
     /// Position in the result (from `index`, else the array position).
     pub index: u32,
@@ -169,7 +218,7 @@ pub struct Image {
 }
 
 /// One generated video.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Video {
     /// The server's video id (may be empty).
     pub id: String,
@@ -313,35 +362,11 @@ impl Task {
     /// `url`, `watermark_url`, `duration_s`) and `raw` (the object as received).
     ///
     /// This is the one serialisation every binding and the CLI start from (a binding only
-    /// renames keys to its language's case style).
+    /// renames keys to its language's case style). It is the `Serialize` impl of `Task`, so
+    /// `serde_json::to_writer(out, &task)` writes the same object without building a tree.
     pub fn to_json(&self) -> Value {
-        let images: Vec<Value> = self
-            .images
-            .iter()
-            .map(|i| json!({"index": i.index, "url": i.url, "watermark_url": i.watermark_url}))
-            .collect();
-        let videos: Vec<Value> = self
-            .videos
-            .iter()
-            .map(|v| {
-                json!({"id": v.id, "url": v.url, "watermark_url": v.watermark_url,
-                       "duration_s": v.duration_s})
-            })
-            .collect();
-        json!({
-            "id": self.id,
-            "kind": self.kind.as_str(),
-            "status": self.status.as_str(),
-            "is_terminal": self.is_terminal(),
-            "status_msg": self.status_msg,
-            "external_task_id": self.external_task_id,
-            "created_at_ms": self.created_at_ms,
-            "updated_at_ms": self.updated_at_ms,
-            "final_unit_deduction": self.final_unit_deduction,
-            "images": images,
-            "videos": videos,
-            "raw": Value::Object(self.raw.clone()),
-        })
+        // Serialising a map of JSON values into a JSON value cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
     /// True once the task is `succeed` or `failed`.
@@ -525,5 +550,29 @@ mod to_json_tests {
         assert_eq!(v["images"][0]["url"], "https://x/a.png");
         assert_eq!(v["images"][0]["watermark_url"], Value::Null);
         assert_eq!(v["raw"]["extra_field"]["a_b"], 1);
+    }
+
+    #[test]
+    fn serialize_writes_every_stable_key_in_order() {
+        let body = br#"{"task_id":"t2","task_status":"mystery","task_result":{"videos":[{"id":"v","url":"https://x/v.mp4","duration":"5.1"}]}}"#;
+        let t = Task::from_json_slice(TaskKind::TextToVideo, body).unwrap();
+        let text = serde_json::to_string(&t).unwrap();
+        assert_eq!(text, t.to_json().to_string());
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "id", "kind", "status", "is_terminal", "status_msg", "external_task_id",
+                "created_at_ms", "updated_at_ms", "final_unit_deduction", "images", "videos",
+                "raw"
+            ]
+        );
+        assert_eq!(v["kind"], "text_to_video");
+        assert_eq!(v["status"], "mystery");
+        assert_eq!(v["is_terminal"], false);
+        assert_eq!(v["videos"][0]["duration_s"], 5.1);
+        assert_eq!(v["videos"][0]["watermark_url"], Value::Null);
+        assert_eq!(v["raw"]["task_status"], "mystery");
     }
 }
