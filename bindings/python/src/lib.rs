@@ -1,8 +1,9 @@
 //! `klingwatch._native`: a thin pyo3 layer over the `klingwatch` core.
 //!
 //! Every rule lives in the core; this module only converts. Tasks cross the boundary as
-//! JSON text (the Python layer builds `klingwatch.Task` from it) and errors are raised as
-//! the `klingwatch.errors` class matching the core's error kind.
+//! Python dicts written by serde straight from the core's `Serialize` impl of `Task` (the
+//! Python layer wraps them in `klingwatch.Task` without parsing anything), and errors are
+//! raised as the `klingwatch.errors` class matching the core's error kind.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -169,8 +170,16 @@ fn build_py_err(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     let errors = py.import("klingwatch.errors")?;
     let exc = errors
         .getattr("_from_json")?
-        .call1((err.to_json().to_string(),))?;
+        .call1((pythonize::pythonize(py, &err.to_json())?,))?;
     Ok(PyErr::from_value(exc))
+}
+
+/// The `klingwatch.errors` exception object of a core error (for results that carry errors
+/// as values, like `get_many`).
+fn py_error<'py>(py: Python<'py>, err: &Error) -> Bound<'py, PyAny> {
+    match build_py_err(py, err) {
+        Ok(e) | Err(e) => e.into_value(py).into_bound(py).into_any(),
+    }
 }
 
 fn kind_of(kind: &str) -> PyResult<TaskKind> {
@@ -182,13 +191,65 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
         .map_err(|_| PyValueError::new_err(format!("{name} must be a finite number >= 0")))
 }
 
-/// A task as a JSON object (the fields of `klingwatch.Task`).
-fn task_value(task: &Task) -> Value {
-    task.to_json()
+/// A task for Python: the dict of the core's `Task` serialisation (`klingwatch.Task`
+/// wraps it).
+struct PyTask(Task);
+
+impl<'py> IntoPyObject<'py> for PyTask {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
+        Ok(pythonize::pythonize(py, &self.0)?)
+    }
 }
 
-fn task_json(task: &Task) -> String {
-    task_value(task).to_string()
+/// Tasks for Python: a list of task dicts.
+struct PyTasks(Vec<Task>);
+
+impl<'py> IntoPyObject<'py> for PyTasks {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
+        Ok(pythonize::pythonize(py, &self.0)?)
+    }
+}
+
+/// The results of a batch, in order: a task dict, or the `KlingError` of that id.
+struct PyBatch(Vec<klingwatch::Result<Task>>);
+
+impl<'py> IntoPyObject<'py> for PyBatch {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
+        let items = self
+            .0
+            .iter()
+            .map(|r| match r {
+                Ok(t) => Ok(pythonize::pythonize(py, t)?),
+                Err(e) => Ok(py_error(py, e)),
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(pyo3::types::PyList::new(py, items)?.into_any())
+    }
+}
+
+/// Any JSON value as the matching Python object (dict, list, str, int, float, bool, None).
+struct PyJson(Value);
+
+impl<'py> IntoPyObject<'py> for PyJson {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
+        Ok(pythonize::pythonize(py, &self.0)?)
+    }
 }
 
 fn parse_body(body: &str) -> PyResult<Value> {
@@ -202,8 +263,8 @@ fn parse_body(body: &str) -> PyResult<Value> {
     Ok(v)
 }
 
-/// One result crossing into Python as JSON text: `{"ok": ...}` or `{"error": ...}` (the
-/// core's `Error::to_json`; the Python layer rebuilds the matching exception class).
+/// One item of a stream: `{"ok": ...}` or `{"error": ...}` (the core's `Error::to_json`;
+/// the Python layer rebuilds the matching exception class).
 fn envelope<T>(r: klingwatch::Result<T>, ok: impl FnOnce(&T) -> Value) -> Value {
     match r {
         Ok(v) => json!({ "ok": ok(&v) }),
@@ -211,23 +272,12 @@ fn envelope<T>(r: klingwatch::Result<T>, ok: impl FnOnce(&T) -> Value) -> Value 
     }
 }
 
-/// The results of a batch as one JSON array of envelopes, in order.
-fn task_envelopes(results: Vec<klingwatch::Result<Task>>) -> String {
-    Value::Array(
-        results
-            .into_iter()
-            .map(|r| envelope(r, task_value))
-            .collect(),
-    )
-    .to_string()
+fn task_value(task: &Task) -> Value {
+    task.to_json()
 }
 
 fn update_value(u: &TaskUpdate) -> Value {
     json!({"task": task_value(&u.task), "previous": u.previous.as_ref().map(|s| s.as_str())})
-}
-
-fn update_json(u: &TaskUpdate) -> String {
-    update_value(u).to_string()
 }
 
 type EnvelopeStream = Pin<Box<dyn Stream<Item = Value> + Send>>;
@@ -336,10 +386,10 @@ impl NativeClient {
         blocking(py, move || c.token())
     }
 
-    fn get_task(&self, py: Python<'_>, kind: &str, task_id: String) -> PyResult<String> {
+    fn get_task(&self, py: Python<'_>, kind: &str, task_id: String) -> PyResult<PyTask> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
-        run(py, c.get_task(kind, &task_id)).map(|t| task_json(&t))
+        run(py, c.get_task(kind, &task_id)).map(PyTask)
     }
 
     fn get_task_by_external_id(
@@ -347,10 +397,10 @@ impl NativeClient {
         py: Python<'_>,
         kind: &str,
         external_task_id: String,
-    ) -> PyResult<String> {
+    ) -> PyResult<PyTask> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
-        run(py, c.get_task_by_external_id(kind, &external_task_id)).map(|t| task_json(&t))
+        run(py, c.get_task_by_external_id(kind, &external_task_id)).map(PyTask)
     }
 
     fn list_tasks(
@@ -359,35 +409,30 @@ impl NativeClient {
         kind: &str,
         page: u32,
         page_size: u32,
-    ) -> PyResult<String> {
+    ) -> PyResult<PyTasks> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
-        run(py, c.list_tasks(kind, page, page_size))
-            .map(|ts| Value::Array(ts.iter().map(task_value).collect()).to_string())
+        run(py, c.list_tasks(kind, page, page_size)).map(PyTasks)
     }
 
-    /// One envelope per id, in order, as one JSON array.
+    /// One entry per id, in order: a task dict or the id's `KlingError`.
     fn get_many(
         &self,
         py: Python<'_>,
         kind: &str,
         task_ids: Vec<String>,
         concurrency: usize,
-    ) -> PyResult<String> {
+    ) -> PyResult<PyBatch> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
-        run(py, async move {
-            Ok(task_envelopes(
-                c.get_many(kind, &task_ids, concurrency).await,
-            ))
-        })
+        run(py, async move { Ok(c.get_many(kind, &task_ids, concurrency).await) }).map(PyBatch)
     }
 
-    fn create_task(&self, py: Python<'_>, kind: &str, body: &str) -> PyResult<String> {
+    fn create_task(&self, py: Python<'_>, kind: &str, body: &str) -> PyResult<PyTask> {
         let kind = kind_of(kind)?;
         let body = parse_body(body)?;
         let c = self.client()?;
-        run(py, c.create_task(kind, body)).map(|t| task_json(&t))
+        run(py, c.create_task(kind, body)).map(PyTask)
     }
 
     /// Saves the results of a succeeded task (given as its JSON) into `directory`.
@@ -406,7 +451,7 @@ impl NativeClient {
         )
     }
 
-    /// Waits for a task; `on_update(update_json)` is called with the GIL on each status
+    /// Waits for a task; `on_update(update_dict)` is called with the GIL on each status
     /// change, and an exception it raises ends the wait and propagates unchanged.
     #[pyo3(signature = (kind, task_id, timeout=600.0, poll_interval=1.0, max_poll_interval=10.0, on_update=None))]
     #[allow(clippy::too_many_arguments)]
@@ -419,14 +464,14 @@ impl NativeClient {
         poll_interval: f64,
         max_poll_interval: f64,
         on_update: Option<Py<PyAny>>,
-    ) -> PyResult<String> {
+    ) -> PyResult<PyTask> {
         let kind = kind_of(kind)?;
         let raised: Arc<Mutex<Option<PyErr>>> = Arc::new(Mutex::new(None));
         let cb: Option<klingwatch::OnUpdate> = on_update.map(|f| {
             let raised = raised.clone();
             let cb: klingwatch::OnUpdate = Arc::new(move |u: &TaskUpdate| {
-                let text = update_json(u);
-                Python::attach(|py| match f.call1(py, (text,)) {
+                let update = PyJson(update_value(u));
+                Python::attach(|py| match f.call1(py, (update,)) {
                     Ok(_) => Ok(()),
                     Err(e) => {
                         *raised.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
@@ -445,7 +490,7 @@ impl NativeClient {
         if let Some(e) = raised.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
-        r.map(|t| task_json(&t))
+        r.map(PyTask)
     }
 
     /// The status changes of one task until it ends (envelopes of updates; the last is
@@ -524,7 +569,7 @@ impl NativeClient {
         let kind = kind_of(kind)?;
         let c = self.client()?;
         awaitable(py, async move {
-            c.get_task(kind, &task_id).await.map(|t| task_json(&t))
+            c.get_task(kind, &task_id).await.map(PyTask)
         })
     }
 
@@ -539,7 +584,7 @@ impl NativeClient {
         awaitable(py, async move {
             c.get_task_by_external_id(kind, &external_task_id)
                 .await
-                .map(|t| task_json(&t))
+                .map(PyTask)
         })
     }
 
@@ -553,9 +598,7 @@ impl NativeClient {
         let kind = kind_of(kind)?;
         let c = self.client()?;
         awaitable(py, async move {
-            c.list_tasks(kind, page, page_size)
-                .await
-                .map(|ts| Value::Array(ts.iter().map(task_value).collect()).to_string())
+            c.list_tasks(kind, page, page_size).await.map(PyTasks)
         })
     }
 
@@ -570,7 +613,7 @@ impl NativeClient {
         let c = self.client()?;
         awaitable(py, async move {
             let results = c.get_many(kind, &task_ids, concurrency).await;
-            Ok(task_envelopes(results))
+            Ok(PyBatch(results))
         })
     }
 
@@ -584,7 +627,7 @@ impl NativeClient {
         let body = parse_body(body)?;
         let c = self.client()?;
         awaitable(py, async move {
-            c.create_task(kind, body).await.map(|t| task_json(&t))
+            c.create_task(kind, body).await.map(PyTask)
         })
     }
 
@@ -623,7 +666,7 @@ struct StreamIter {
     stream: Arc<tokio::sync::Mutex<Option<EnvelopeStream>>>,
 }
 
-async fn next_envelope(stream: Arc<tokio::sync::Mutex<Option<EnvelopeStream>>>) -> Option<String> {
+async fn next_envelope(stream: Arc<tokio::sync::Mutex<Option<EnvelopeStream>>>) -> Option<PyJson> {
     let mut guard = stream.lock().await;
     let item = match guard.as_mut() {
         Some(s) => s.next().await,
@@ -632,7 +675,7 @@ async fn next_envelope(stream: Arc<tokio::sync::Mutex<Option<EnvelopeStream>>>) 
     if item.is_none() {
         *guard = None;
     }
-    item.map(|v| v.to_string())
+    item.map(PyJson)
 }
 
 #[pymethods]
@@ -641,8 +684,8 @@ impl StreamIter {
         slf
     }
 
-    /// The next envelope (JSON text), or None at the end.
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
+    /// The next envelope (a dict), or None at the end.
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyJson>> {
         let stream = self.stream.clone();
         run(py, async move { Ok(next_envelope(stream).await) })
     }
@@ -686,10 +729,8 @@ fn sign_jwt(
 }
 
 #[pyfunction]
-fn parse_callback(body: &[u8]) -> PyResult<String> {
-    klingwatch::parse_callback(body)
-        .map(|t| task_json(&t))
-        .map_err(to_py)
+fn parse_callback(body: &[u8]) -> PyResult<PyTask> {
+    klingwatch::parse_callback(body).map(PyTask).map_err(to_py)
 }
 
 #[pyfunction]

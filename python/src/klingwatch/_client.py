@@ -3,12 +3,9 @@ GIL released."""
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import json
 import os
-import pathlib
 from typing import (
+    TYPE_CHECKING,
     Any,
     AsyncIterator,
     Callable,
@@ -25,26 +22,15 @@ from typing import (
 )
 
 from . import _native, errors
-from ._task import Task, TaskKind, TaskStatus, _status
+from ._task import Task, TaskKind, TaskUpdate
 from .errors import KlingError
+
+if TYPE_CHECKING:
+    import pathlib
 
 __all__ = ["Client", "AsyncClient", "TaskUpdate", "sign_jwt", "parse_callback", "verify_webhook"]
 
 KindLike = Union[TaskKind, str]
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskUpdate:
-    """A status change: the task as now seen and the status before (None on first sight)."""
-
-    task: Task
-    previous: Optional[Union[TaskStatus, str]]
-
-    @classmethod
-    def _from_native(cls, data: Union[str, Dict[str, Any]]) -> "TaskUpdate":
-        d = json.loads(data) if isinstance(data, str) else data
-        prev = d.get("previous")
-        return cls(Task._from_native(d["task"]), None if prev is None else _status(prev))
 
 
 def _k(kind: KindLike) -> str:
@@ -58,12 +44,22 @@ def _unwrap(envelope: Dict[str, Any]) -> Any:
     return envelope["ok"]
 
 
-def _tasks_or_errors(text: str) -> List[Union[Task, KlingError]]:
-    out: List[Union[Task, KlingError]] = []
-    for env in json.loads(text):
-        v = _unwrap(env)
-        out.append(v if isinstance(v, KlingError) else Task._from_native(v))
-    return out
+def _tasks_or_errors(items: List[Any]) -> List[Union[Task, KlingError]]:
+    """A native batch (per id, a task dict or the id's KlingError) as Tasks and errors."""
+    task = Task._from_native
+    return [x if isinstance(x, KlingError) else task(x) for x in items]
+
+
+def _json(value: Any) -> str:
+    import json  # only the create and download paths need it; keeps `import klingwatch` lean
+
+    return json.dumps(value)
+
+
+def _paths(paths: List[str]) -> List["pathlib.Path"]:
+    import pathlib
+
+    return [pathlib.Path(p) for p in paths]
 
 
 def _pem(ca_cert: Union[str, bytes, "os.PathLike[str]", None]) -> Optional[bytes]:
@@ -97,7 +93,7 @@ def _create_body(
         if value is not None:
             body[key] = value
     body.update({k: v for k, v in fields.items() if v is not None})
-    return json.dumps(body)
+    return _json(body)
 
 
 class _Base:
@@ -178,7 +174,7 @@ class Client(_Base):
     def list_tasks(
         self, kind: KindLike = "image_generation", page: int = 1, page_size: int = 30
     ) -> List[Task]:
-        data = json.loads(self._native.list_tasks(_k(kind), int(page), int(page_size)))
+        data = self._native.list_tasks(_k(kind), int(page), int(page_size))
         return [Task._from_native(d) for d in data]
 
     def iter_tasks(
@@ -187,8 +183,8 @@ class Client(_Base):
         """Every task of `kind`, page by page; an error is raised from the iterator."""
         it = self._native.iter_tasks(_k(kind), int(page_size))
         try:
-            for text in it:
-                v = _unwrap(json.loads(text))
+            for envelope in it:
+                v = _unwrap(envelope)
                 if isinstance(v, KlingError):
                     raise v
                 yield Task._from_native(v)
@@ -206,7 +202,7 @@ class Client(_Base):
         return _tasks_or_errors(self._native.get_many(_k(kind), list(task_ids), int(concurrency)))
 
     def create_task(self, kind: KindLike, body: Mapping[str, Any]) -> Task:
-        return Task._from_native(self._native.create_task(_k(kind), json.dumps(dict(body))))
+        return Task._from_native(self._native.create_task(_k(kind), _json(dict(body))))
 
     def create_image_task(
         self,
@@ -239,8 +235,8 @@ class Client(_Base):
         it raises ends the wait and propagates."""
         cb = None
         if on_update is not None:
-            def cb(text: str) -> None:
-                on_update(TaskUpdate._from_native(text))
+            def cb(update: Dict[str, Any]) -> None:
+                on_update(TaskUpdate._from_native(update))
 
         return Task._from_native(
             self._native.wait(
@@ -322,8 +318,8 @@ class Client(_Base):
             int(concurrency),
         )
         try:
-            for text in it:
-                v = _unwrap(json.loads(text))
+            for envelope in it:
+                v = _unwrap(envelope)
                 if isinstance(v, KlingError):
                     if return_exceptions:
                         yield v
@@ -335,11 +331,11 @@ class Client(_Base):
 
     def download_results(
         self, task: Task, directory: Union[str, "os.PathLike[str]"]
-    ) -> List[pathlib.Path]:
+    ) -> List["pathlib.Path"]:
         """Saves every result of a succeeded task into ``directory`` (created if needed) as
         ``{task_id}_{index}.{ext}``; each file appears only when complete. Returns the paths."""
-        return [pathlib.Path(p) for p in self._native.download_results(
-            _k(task.kind), json.dumps(task.raw), os.fspath(directory))]
+        return _paths(self._native.download_results(
+            _k(task.kind), _json(task.raw), os.fspath(directory)))
 
 
 class AsyncClient(_Base):
@@ -367,8 +363,8 @@ class AsyncClient(_Base):
     async def list_tasks(
         self, kind: KindLike = "image_generation", page: int = 1, page_size: int = 30
     ) -> List[Task]:
-        text = await self._native.list_tasks_async(_k(kind), int(page), int(page_size))
-        return [Task._from_native(d) for d in json.loads(text)]
+        data = await self._native.list_tasks_async(_k(kind), int(page), int(page_size))
+        return [Task._from_native(d) for d in data]
 
     async def iter_tasks(
         self, kind: KindLike = "image_generation", page_size: int = 500
@@ -376,10 +372,10 @@ class AsyncClient(_Base):
         it = self._native.iter_tasks(_k(kind), int(page_size))
         try:
             while True:
-                text = await it.next_async()
-                if text is None:
+                envelope = await it.next_async()
+                if envelope is None:
                     return
-                v = _unwrap(json.loads(text))
+                v = _unwrap(envelope)
                 if isinstance(v, KlingError):
                     raise v
                 yield Task._from_native(v)
@@ -393,12 +389,12 @@ class AsyncClient(_Base):
         kind: KindLike = "image_generation",
         concurrency: int = 16,
     ) -> List[Union[Task, KlingError]]:
-        text = await self._native.get_many_async(_k(kind), list(task_ids), int(concurrency))
-        return _tasks_or_errors(text)
+        items = await self._native.get_many_async(_k(kind), list(task_ids), int(concurrency))
+        return _tasks_or_errors(items)
 
     async def create_task(self, kind: KindLike, body: Mapping[str, Any]) -> Task:
-        text = await self._native.create_task_async(_k(kind), json.dumps(dict(body)))
-        return Task._from_native(text)
+        data = await self._native.create_task_async(_k(kind), _json(dict(body)))
+        return Task._from_native(data)
 
     async def create_image_task(
         self,
@@ -434,17 +430,17 @@ class AsyncClient(_Base):
         last: Optional[Task] = None
         try:
             while True:
-                text = await it.next_async()
-                if text is None:
+                envelope = await it.next_async()
+                if envelope is None:
                     break
-                v = _unwrap(json.loads(text))
+                v = _unwrap(envelope)
                 if isinstance(v, KlingError):
                     raise v
                 update = TaskUpdate._from_native(v)
                 last = update.task
                 if on_update is not None:
                     r = on_update(update)
-                    if inspect.isawaitable(r):
+                    if r is not None and hasattr(r, "__await__"):
                         await r
         finally:
             it.close()
@@ -518,10 +514,10 @@ class AsyncClient(_Base):
         )
         try:
             while True:
-                text = await it.next_async()
-                if text is None:
+                envelope = await it.next_async()
+                if envelope is None:
                     return
-                v = _unwrap(json.loads(text))
+                v = _unwrap(envelope)
                 if isinstance(v, KlingError):
                     if return_exceptions:
                         yield v
@@ -533,10 +529,10 @@ class AsyncClient(_Base):
 
     async def download_results(
         self, task: Task, directory: Union[str, "os.PathLike[str]"]
-    ) -> List[pathlib.Path]:
+    ) -> List["pathlib.Path"]:
         paths = await self._native.download_results_async(
-            _k(task.kind), json.dumps(task.raw), os.fspath(directory))
-        return [pathlib.Path(p) for p in paths]
+            _k(task.kind), _json(task.raw), os.fspath(directory))
+        return _paths(paths)
 
 
 def sign_jwt(access_key: str, secret_key: str, now: Optional[int] = None, ttl: int = 1800) -> str:

@@ -1,15 +1,20 @@
-"""Task, Image, Video, TaskStatus and TaskKind: plain Python values built from the JSON the
-native module returns."""
+"""Task, Image, Video, TaskUpdate, TaskStatus and TaskKind: immutable Python values built from
+the dicts the native module writes (straight from the core's serialisation of a task).
+
+The value classes are small ``__slots__`` records rather than dataclasses: building one from a
+native dict costs about a microsecond, they take less memory when many tasks are watched, and
+``import klingwatch`` does not pay for importing ``dataclasses`` (and ``inspect``).
+"""
 
 from __future__ import annotations
 
 import enum
-import json
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
-__all__ = ["Task", "TaskStatus", "TaskKind", "Image", "Video"]
+if TYPE_CHECKING:
+    from datetime import datetime
+
+__all__ = ["Task", "TaskStatus", "TaskKind", "Image", "Video", "TaskUpdate"]
 
 
 class TaskStatus(str, enum.Enum):
@@ -35,71 +40,208 @@ class TaskKind(str, enum.Enum):
         return self.value
 
 
-_TERMINAL = {"succeed", "failed"}
+_TERMINAL = frozenset(("succeed", "failed"))
+_STATUSES: Dict[str, TaskStatus] = {m.value: m for m in TaskStatus}
+_KINDS: Dict[str, TaskKind] = {m.value: m for m in TaskKind}
 
 
 def _status(value: str) -> Union[TaskStatus, str]:
-    try:
-        return TaskStatus(value)
-    except ValueError:
-        return value  # an unknown server value stays a plain str
+    """The TaskStatus of a wire value; an unknown server value stays a plain str."""
+    return _STATUSES.get(value, value)
 
 
 def _kind(value: str) -> Union[TaskKind, str]:
-    try:
-        return TaskKind(value)
-    except ValueError:
-        return value
+    return _KINDS.get(value, value)
 
 
-def _dt(ms: Optional[int]) -> Optional[datetime]:
+_from_timestamp: Any = None
+_UTC: Any = None
+
+
+def _dt(ms: Optional[int]) -> Optional["datetime"]:
+    """Unix milliseconds as an aware UTC datetime (``datetime`` is imported on first use)."""
+    global _from_timestamp, _UTC
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
+    if _from_timestamp is None:
+        from datetime import datetime, timezone
+
+        _from_timestamp, _UTC = datetime.fromtimestamp, timezone.utc
+    return _from_timestamp(ms / 1000.0, _UTC)  # type: ignore[no-any-return]
 
 
-@dataclass(frozen=True)
-class Image:
+_new = object.__new__
+_set = object.__setattr__
+
+
+class _Record:
+    """An immutable value: fields in ``__slots__``; equality, hash, repr and pickling by
+    field (``_compare`` names the fields that take part in equality, hash and repr)."""
+
+    __slots__ = ()
+    _fields: Tuple[str, ...] = ()
+    _compare: Tuple[str, ...] = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is immutable")
+
+    def _key(self) -> Tuple[Any, ...]:
+        return tuple(getattr(self, n) for n in self._compare)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self) -> int:
+        return hash(tuple(tuple(v) if isinstance(v, list) else v for v in self._key()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._compare)
+        return f"{type(self).__name__}({fields})"
+
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        return (type(self), tuple(getattr(self, n) for n in self._fields))
+
+    def __copy__(self) -> "_Record":
+        return self
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "_Record":
+        import copy
+
+        return type(self)(*(copy.deepcopy(getattr(self, n), memo) for n in self._fields))
+
+
+class Image(_Record):
+    """One generated image: its position, URL and watermarked variant (if any)."""
+
+    __slots__ = ("index", "url", "watermark_url")
+    _fields = _compare = ("index", "url", "watermark_url")
     index: int
     url: str
-    watermark_url: Optional[str] = None
+    watermark_url: Optional[str]
+
+    def __init__(self, index: int, url: str, watermark_url: Optional[str] = None) -> None:
+        _set(self, "index", index)
+        _set(self, "url", url)
+        _set(self, "watermark_url", watermark_url)
+
+    @classmethod
+    def _from_native(cls, d: Dict[str, Any]) -> "Image":
+        i = _new(cls)
+        _set(i, "index", d["index"])
+        _set(i, "url", d["url"])
+        _set(i, "watermark_url", d.get("watermark_url"))
+        return i
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"index": self.index, "url": self.url, "watermark_url": self.watermark_url}
 
 
-@dataclass(frozen=True)
-class Video:
+class Video(_Record):
+    """One generated video: the server's id, URL, watermarked variant and duration."""
+
+    __slots__ = ("id", "url", "watermark_url", "duration_s")
+    _fields = _compare = ("id", "url", "watermark_url", "duration_s")
     id: str
     url: str
-    watermark_url: Optional[str] = None
-    duration_s: Optional[float] = None
+    watermark_url: Optional[str]
+    duration_s: Optional[float]
+
+    def __init__(
+        self,
+        id: str,
+        url: str,
+        watermark_url: Optional[str] = None,
+        duration_s: Optional[float] = None,
+    ) -> None:
+        _set(self, "id", id)
+        _set(self, "url", url)
+        _set(self, "watermark_url", watermark_url)
+        _set(self, "duration_s", duration_s)
+
+    @classmethod
+    def _from_native(cls, d: Dict[str, Any]) -> "Video":
+        v = _new(cls)
+        _set(v, "id", d["id"])
+        _set(v, "url", d["url"])
+        _set(v, "watermark_url", d.get("watermark_url"))
+        _set(v, "duration_s", d.get("duration_s"))
+        return v
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"id": self.id, "url": self.url, "watermark_url": self.watermark_url,
+                "duration_s": self.duration_s}
 
 
-@dataclass(frozen=True)
-class Task:
+_TASK_FIELDS = ("id", "kind", "status", "status_msg", "external_task_id", "created_at",
+                "updated_at", "final_unit_deduction", "images", "videos", "raw")
+
+
+class Task(_Record):
+    """A Kling task as last seen: typed fields plus ``raw``, the object as the server sent
+    it (unknown fields kept). Immutable; equal when every field but ``raw`` is equal."""
+
+    __slots__ = _TASK_FIELDS
+    _fields = _TASK_FIELDS
+    _compare = _TASK_FIELDS[:-1]
     id: str
     kind: Union[TaskKind, str]
     status: Union[TaskStatus, str]
-    status_msg: Optional[str] = None
-    external_task_id: Optional[str] = None
-    created_at: Optional[datetime] = None
-    updated_at: Optional[datetime] = None
-    final_unit_deduction: Optional[str] = None
-    images: List[Image] = field(default_factory=list)
-    videos: List[Video] = field(default_factory=list)
-    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    status_msg: Optional[str]
+    external_task_id: Optional[str]
+    created_at: Optional["datetime"]
+    updated_at: Optional["datetime"]
+    final_unit_deduction: Optional[str]
+    images: List[Image]
+    videos: List[Video]
+    raw: Dict[str, Any]
+
+    def __init__(
+        self,
+        id: str,
+        kind: Union[TaskKind, str],
+        status: Union[TaskStatus, str],
+        status_msg: Optional[str] = None,
+        external_task_id: Optional[str] = None,
+        created_at: Optional["datetime"] = None,
+        updated_at: Optional["datetime"] = None,
+        final_unit_deduction: Optional[str] = None,
+        images: Optional[List[Image]] = None,
+        videos: Optional[List[Video]] = None,
+        raw: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        _set(self, "id", id)
+        _set(self, "kind", _kind(kind) if type(kind) is str else kind)
+        _set(self, "status", _status(status) if type(status) is str else status)
+        _set(self, "status_msg", status_msg)
+        _set(self, "external_task_id", external_task_id)
+        _set(self, "created_at", created_at)
+        _set(self, "updated_at", updated_at)
+        _set(self, "final_unit_deduction", final_unit_deduction)
+        _set(self, "images", [] if images is None else images)
+        _set(self, "videos", [] if videos is None else videos)
+        _set(self, "raw", {} if raw is None else raw)
 
     @property
     def is_terminal(self) -> bool:
         return str(self.status) in _TERMINAL
 
     def raise_for_failure(self) -> "Task":
-        """Raises TaskFailedError when the task failed; returns the task otherwise."""
+        """Raises TaskFailedError when the task failed; returns the task otherwise (the
+        core's wording: ``task {id} failed: {status_msg or 'no reason given'}``)."""
         if str(self.status) == "failed":
             from .errors import TaskFailedError
 
-            msg = f"task {self.id} failed"
-            if self.status_msg:
-                msg += f": {self.status_msg}"
-            raise TaskFailedError(msg, task_id=self.id)
+            reason = self.status_msg or "no reason given"
+            raise TaskFailedError(f"task {self.id} failed: {reason}", task_id=self.id)
         return self
 
     def to_dict(self) -> Dict[str, Any]:
@@ -112,24 +254,56 @@ class Task:
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
             "final_unit_deduction": self.final_unit_deduction,
-            "images": [vars(i).copy() for i in self.images],
-            "videos": [vars(v).copy() for v in self.videos],
+            "images": [i.to_dict() for i in self.images],
+            "videos": [v.to_dict() for v in self.videos],
             "raw": self.raw,
         }
 
     @classmethod
-    def _from_native(cls, data: Union[str, Dict[str, Any]]) -> "Task":
-        d = json.loads(data) if isinstance(data, str) else data
-        return cls(
-            id=d["id"],
-            kind=_kind(d["kind"]),
-            status=_status(d["status"]),
-            status_msg=d.get("status_msg"),
-            external_task_id=d.get("external_task_id"),
-            created_at=_dt(d.get("created_at_ms")),
-            updated_at=_dt(d.get("updated_at_ms")),
-            final_unit_deduction=d.get("final_unit_deduction"),
-            images=[Image(**i) for i in d.get("images", [])],
-            videos=[Video(**v) for v in d.get("videos", [])],
-            raw=d.get("raw") or {},
-        )
+    def _from_native(cls, d: Union[str, Dict[str, Any]]) -> "Task":
+        """From the dict of the core's task serialisation (a JSON text is accepted too)."""
+        if isinstance(d, str):
+            import json
+
+            d = json.loads(d)
+            assert isinstance(d, dict)
+        t = _new(cls)
+        k = d["kind"]
+        s = d["status"]
+        _set(t, "id", d["id"])
+        _set(t, "kind", _KINDS.get(k, k))
+        _set(t, "status", _STATUSES.get(s, s))
+        _set(t, "status_msg", d.get("status_msg"))
+        _set(t, "external_task_id", d.get("external_task_id"))
+        _set(t, "created_at", _dt(d.get("created_at_ms")))
+        _set(t, "updated_at", _dt(d.get("updated_at_ms")))
+        _set(t, "final_unit_deduction", d.get("final_unit_deduction"))
+        images = d.get("images")
+        _set(t, "images", [Image._from_native(i) for i in images] if images else [])
+        videos = d.get("videos")
+        _set(t, "videos", [Video._from_native(v) for v in videos] if videos else [])
+        _set(t, "raw", d.get("raw") or {})
+        return t
+
+
+class TaskUpdate(_Record):
+    """A status change: the task as now seen and the status before (None on first sight)."""
+
+    __slots__ = ("task", "previous")
+    _fields = _compare = ("task", "previous")
+    task: Task
+    previous: Optional[Union[TaskStatus, str]]
+
+    def __init__(self, task: Task, previous: Optional[Union[TaskStatus, str]]) -> None:
+        _set(self, "task", task)
+        _set(self, "previous", previous)
+
+    @classmethod
+    def _from_native(cls, d: Union[str, Dict[str, Any]]) -> "TaskUpdate":
+        if isinstance(d, str):
+            import json
+
+            d = json.loads(d)
+            assert isinstance(d, dict)
+        prev = d.get("previous")
+        return cls(Task._from_native(d["task"]), None if prev is None else _status(prev))

@@ -6,7 +6,6 @@ core's stable kind names to classes lives here.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, Optional, Type, Union
 
 __all__ = [
@@ -206,7 +205,11 @@ def _from_native(
 
 def _from_json(text: Union[str, Dict[str, Any]]) -> KlingError:
     """Called by klingwatch._native with the core's error JSON."""
-    d = json.loads(text) if isinstance(text, str) else text
+    if isinstance(text, str):
+        import json
+
+        text = json.loads(text)
+    d: Dict[str, Any] = text  # type: ignore[assignment]
     exc = _from_native(
         d["kind"],
         d["message"],
