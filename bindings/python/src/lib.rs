@@ -1,9 +1,9 @@
 //! `klingwatch._native`: a thin pyo3 layer over the `klingwatch` core.
 //!
 //! Every rule lives in the core; this module only converts. Tasks cross the boundary as
-//! Python dicts written by serde straight from the core's `Serialize` impl of `Task` (the
-//! Python layer wraps them in `klingwatch.Task` without parsing anything), and errors are
-//! raised as the `klingwatch.errors` class matching the core's error kind.
+//! tuples of plain values built from the typed core `Task` (see `task_py`; the Python layer
+//! wraps them in `klingwatch.Task` without parsing anything), and errors as the
+//! `klingwatch.errors` class matching the core's error kind (built from `Error::to_json`).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,8 @@ use futures::{Stream, StreamExt};
 use klingwatch::{Error, ErrorKind, Task, TaskKind, TaskUpdate, WaitOptions, WatchOptions};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use serde_json::{json, Value};
+use pyo3::types::PyTuple;
+use serde_json::Value;
 
 /// The tokio runtime every client of this process shares, one per process: after
 /// `os.fork()` the parent's worker threads do not exist in the child, so the child gets a
@@ -170,7 +171,7 @@ fn build_py_err(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     let errors = py.import("klingwatch.errors")?;
     let exc = errors
         .getattr("_from_json")?
-        .call1((pythonize::pythonize(py, &err.to_json())?,))?;
+        .call1((err.to_json().to_string(),))?;
     Ok(PyErr::from_value(exc))
 }
 
@@ -191,8 +192,52 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
         .map_err(|_| PyValueError::new_err(format!("{name} must be a finite number >= 0")))
 }
 
-/// A task for Python: the dict of the core's `Task` serialisation (`klingwatch.Task`
-/// wraps it).
+/// A task as the record `klingwatch.Task._from_record` reads, in this order: `(id, kind,
+/// status, status_msg, external_task_id, created_at_ms, updated_at_ms,
+/// final_unit_deduction, images, videos, raw)`, where `images` is a tuple of `(index, url,
+/// watermark_url)`, `videos` of `(id, url, watermark_url, duration_s)`, and `raw` the
+/// server's object as JSON text (parsed only when `Task.raw` is read). A tuple of plain
+/// values costs a fraction of a dict with named keys, and nothing is parsed twice.
+fn task_py(py: Python<'_>, task: Task) -> PyResult<Bound<'_, PyAny>> {
+    let raw = serde_json::to_string(&task.raw)
+        .map_err(|e| to_py(Error::new(ErrorKind::Decode, format!("task raw: {e}"))))?;
+    // Tuples (not lists): `Task` builds its Image/Video lists from them on first read.
+    let images = PyTuple::new(
+        py,
+        task.images
+            .into_iter()
+            .map(|i| (i.index, i.url, i.watermark_url)),
+    )?;
+    let videos = PyTuple::new(
+        py,
+        task.videos
+            .into_iter()
+            .map(|v| (v.id, v.url, v.watermark_url, v.duration_s)),
+    )?;
+    let record = (
+        task.id,
+        task.kind.as_str(),
+        task.status.as_str(),
+        task.status_msg,
+        task.external_task_id,
+        task.created_at_ms,
+        task.updated_at_ms,
+        task.final_unit_deduction,
+        images,
+        videos,
+        raw,
+    );
+    Ok(record.into_pyobject(py)?.into_any())
+}
+
+/// A status change as `(task record, previous status or None)`.
+fn update_py(py: Python<'_>, u: TaskUpdate) -> PyResult<Bound<'_, PyAny>> {
+    let previous = u.previous.as_ref().map(|s| s.as_str().to_owned());
+    let task = task_py(py, u.task)?;
+    Ok((task, previous).into_pyobject(py)?.into_any())
+}
+
+/// A task for Python (see [`task_py`]).
 struct PyTask(Task);
 
 impl<'py> IntoPyObject<'py> for PyTask {
@@ -201,11 +246,11 @@ impl<'py> IntoPyObject<'py> for PyTask {
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        Ok(pythonize::pythonize(py, &self.0)?)
+        task_py(py, self.0)
     }
 }
 
-/// Tasks for Python: a list of task dicts.
+/// Tasks for Python: a list of task records.
 struct PyTasks(Vec<Task>);
 
 impl<'py> IntoPyObject<'py> for PyTasks {
@@ -214,11 +259,16 @@ impl<'py> IntoPyObject<'py> for PyTasks {
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        Ok(pythonize::pythonize(py, &self.0)?)
+        let items = self
+            .0
+            .into_iter()
+            .map(|t| task_py(py, t))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(pyo3::types::PyList::new(py, items)?.into_any())
     }
 }
 
-/// The results of a batch, in order: a task dict, or the `KlingError` of that id.
+/// The results of a batch, in order: a task record, or the `KlingError` of that id.
 struct PyBatch(Vec<klingwatch::Result<Task>>);
 
 impl<'py> IntoPyObject<'py> for PyBatch {
@@ -229,26 +279,37 @@ impl<'py> IntoPyObject<'py> for PyBatch {
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
         let items = self
             .0
-            .iter()
+            .into_iter()
             .map(|r| match r {
-                Ok(t) => Ok(pythonize::pythonize(py, t)?),
-                Err(e) => Ok(py_error(py, e)),
+                Ok(t) => task_py(py, t),
+                Err(e) => Ok(py_error(py, &e)),
             })
             .collect::<PyResult<Vec<_>>>()?;
         Ok(pyo3::types::PyList::new(py, items)?.into_any())
     }
 }
 
-/// Any JSON value as the matching Python object (dict, list, str, int, float, bool, None).
-struct PyJson(Value);
+/// What a stream yields: tasks (`iter_tasks`) or status changes (`watch`, `wait_updates`).
+enum Item {
+    Task(Task),
+    Update(TaskUpdate),
+}
 
-impl<'py> IntoPyObject<'py> for PyJson {
+/// One stream item for Python: a task record, an update `(record, previous)`, or the
+/// `KlingError` of a failure (returned, not raised: the Python layer decides).
+struct PyItem(klingwatch::Result<Item>);
+
+impl<'py> IntoPyObject<'py> for PyItem {
     type Target = PyAny;
     type Output = Bound<'py, PyAny>;
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        Ok(pythonize::pythonize(py, &self.0)?)
+        match self.0 {
+            Ok(Item::Task(t)) => task_py(py, t),
+            Ok(Item::Update(u)) => update_py(py, u),
+            Err(e) => Ok(py_error(py, &e)),
+        }
     }
 }
 
@@ -263,24 +324,7 @@ fn parse_body(body: &str) -> PyResult<Value> {
     Ok(v)
 }
 
-/// One item of a stream: `{"ok": ...}` or `{"error": ...}` (the core's `Error::to_json`;
-/// the Python layer rebuilds the matching exception class).
-fn envelope<T>(r: klingwatch::Result<T>, ok: impl FnOnce(&T) -> Value) -> Value {
-    match r {
-        Ok(v) => json!({ "ok": ok(&v) }),
-        Err(e) => json!({ "error": e.to_json() }),
-    }
-}
-
-fn task_value(task: &Task) -> Value {
-    task.to_json()
-}
-
-fn update_value(u: &TaskUpdate) -> Value {
-    json!({"task": task_value(&u.task), "previous": u.previous.as_ref().map(|s| s.as_str())})
-}
-
-type EnvelopeStream = Pin<Box<dyn Stream<Item = Value> + Send>>;
+type ItemStream = Pin<Box<dyn Stream<Item = klingwatch::Result<Item>> + Send>>;
 
 /// The options shared by `wait`, `wait_updates` and `watch`.
 fn wait_options(timeout: f64, poll_interval: f64, max_poll_interval: f64) -> PyResult<WaitOptions> {
@@ -312,7 +356,7 @@ impl NativeClient {
         Ok(self.inner.clone())
     }
 
-    fn stream_iter(&self, stream: EnvelopeStream) -> StreamIter {
+    fn stream_iter(&self, stream: ItemStream) -> StreamIter {
         StreamIter {
             stream: Arc::new(tokio::sync::Mutex::new(Some(stream))),
         }
@@ -470,8 +514,8 @@ impl NativeClient {
         let cb: Option<klingwatch::OnUpdate> = on_update.map(|f| {
             let raised = raised.clone();
             let cb: klingwatch::OnUpdate = Arc::new(move |u: &TaskUpdate| {
-                let update = PyJson(update_value(u));
-                Python::attach(|py| match f.call1(py, (update,)) {
+                let update = u.clone();
+                Python::attach(|py| match update_py(py, update).and_then(|a| f.call1(py, (a,))) {
                     Ok(_) => Ok(()),
                     Err(e) => {
                         *raised.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
@@ -493,8 +537,8 @@ impl NativeClient {
         r.map(PyTask)
     }
 
-    /// The status changes of one task until it ends (envelopes of updates; the last is
-    /// terminal or an error). Backs `AsyncClient.wait`, whose callback runs on the loop.
+    /// The status changes of one task until it ends (updates; the last is terminal, or an
+    /// error). Backs `AsyncClient.wait`, whose callback runs on the loop.
     fn wait_updates(
         &self,
         kind: &str,
@@ -509,22 +553,22 @@ impl NativeClient {
         let _guard = runtime()?.enter();
         let stream = c
             .wait_updates(kind, &task_id, options)
-            .map(|r| envelope(r, update_value));
+            .map(|r| r.map(Item::Update));
         Ok(self.stream_iter(Box::pin(stream)))
     }
 
-    /// Every task of `kind`, page by page (envelopes of tasks).
+    /// Every task of `kind`, page by page (task records, or an error).
     fn iter_tasks(&self, kind: &str, page_size: u32) -> PyResult<StreamIter> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
         let _guard = runtime()?.enter();
         let stream = c
             .iter_tasks(kind, page_size)
-            .map(|r| envelope(r, task_value));
+            .map(|r| r.map(Item::Task));
         Ok(self.stream_iter(Box::pin(stream)))
     }
 
-    /// Watches many tasks (envelopes of updates, and of per-task errors).
+    /// Watches many tasks (updates, and per-task errors).
     #[pyo3(signature = (kind, task_ids, timeout=600.0, poll_interval=1.0, max_poll_interval=10.0, concurrency=16))]
     #[allow(clippy::too_many_arguments)]
     fn watch(
@@ -549,7 +593,7 @@ impl NativeClient {
         let _guard = runtime()?.enter();
         let stream = c
             .watch(kind, task_ids, options)
-            .map(|r| envelope(r, update_value));
+            .map(|r| r.map(Item::Update));
         Ok(self.stream_iter(Box::pin(stream)))
     }
 
@@ -659,14 +703,14 @@ fn task_from_json(kind: &str, raw: &str) -> PyResult<Task> {
     Task::from_value(kind, v).map_err(to_py)
 }
 
-/// A core stream of envelopes, iterable both ways: `__next__` blocks with the GIL released,
+/// A core stream of tasks or updates (see [`PyItem`]), iterable both ways: `__next__` blocks with the GIL released,
 /// `__anext__` is an awaitable. `close()` (or dropping it) stops the polling behind it.
 #[pyclass(frozen, module = "klingwatch._native")]
 struct StreamIter {
-    stream: Arc<tokio::sync::Mutex<Option<EnvelopeStream>>>,
+    stream: Arc<tokio::sync::Mutex<Option<ItemStream>>>,
 }
 
-async fn next_envelope(stream: Arc<tokio::sync::Mutex<Option<EnvelopeStream>>>) -> Option<PyJson> {
+async fn next_item(stream: Arc<tokio::sync::Mutex<Option<ItemStream>>>) -> Option<PyItem> {
     let mut guard = stream.lock().await;
     let item = match guard.as_mut() {
         Some(s) => s.next().await,
@@ -675,7 +719,7 @@ async fn next_envelope(stream: Arc<tokio::sync::Mutex<Option<EnvelopeStream>>>) 
     if item.is_none() {
         *guard = None;
     }
-    item.map(PyJson)
+    item.map(PyItem)
 }
 
 #[pymethods]
@@ -684,16 +728,16 @@ impl StreamIter {
         slf
     }
 
-    /// The next envelope (a dict), or None at the end.
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyJson>> {
+    /// The next item, or None at the end.
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyItem>> {
         let stream = self.stream.clone();
-        run(py, async move { Ok(next_envelope(stream).await) })
+        run(py, async move { Ok(next_item(stream).await) })
     }
 
-    /// An awaitable of the next envelope, or of None at the end.
+    /// An awaitable of the next item, or of None at the end.
     fn next_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let stream = self.stream.clone();
-        awaitable(py, async move { Ok(next_envelope(stream).await) })
+        awaitable(py, async move { Ok(next_item(stream).await) })
     }
 
     /// Stops the stream (drops it, which cancels the polling).

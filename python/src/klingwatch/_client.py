@@ -37,15 +37,8 @@ def _k(kind: KindLike) -> str:
     return str(kind.value if isinstance(kind, TaskKind) else kind)
 
 
-def _unwrap(envelope: Dict[str, Any]) -> Any:
-    """An envelope from the native layer: {"ok": value} or {"error": the core's error}."""
-    if "error" in envelope:
-        return errors._from_json(envelope["error"])
-    return envelope["ok"]
-
-
 def _tasks_or_errors(items: List[Any]) -> List[Union[Task, KlingError]]:
-    """A native batch (per id, a task dict or the id's KlingError) as Tasks and errors."""
+    """A native batch (per id, a task record or the id's KlingError) as Tasks and errors."""
     task = Task._from_native
     return [x if isinstance(x, KlingError) else task(x) for x in items]
 
@@ -183,8 +176,7 @@ class Client(_Base):
         """Every task of `kind`, page by page; an error is raised from the iterator."""
         it = self._native.iter_tasks(_k(kind), int(page_size))
         try:
-            for envelope in it:
-                v = _unwrap(envelope)
+            for v in it:
                 if isinstance(v, KlingError):
                     raise v
                 yield Task._from_native(v)
@@ -235,7 +227,7 @@ class Client(_Base):
         it raises ends the wait and propagates."""
         cb = None
         if on_update is not None:
-            def cb(update: Dict[str, Any]) -> None:
+            def cb(update: Tuple[Any, ...]) -> None:
                 on_update(TaskUpdate._from_native(update))
 
         return Task._from_native(
@@ -318,8 +310,7 @@ class Client(_Base):
             int(concurrency),
         )
         try:
-            for envelope in it:
-                v = _unwrap(envelope)
+            for v in it:
                 if isinstance(v, KlingError):
                     if return_exceptions:
                         yield v
@@ -372,10 +363,9 @@ class AsyncClient(_Base):
         it = self._native.iter_tasks(_k(kind), int(page_size))
         try:
             while True:
-                envelope = await it.next_async()
-                if envelope is None:
+                v = await it.next_async()
+                if v is None:
                     return
-                v = _unwrap(envelope)
                 if isinstance(v, KlingError):
                     raise v
                 yield Task._from_native(v)
@@ -430,10 +420,9 @@ class AsyncClient(_Base):
         last: Optional[Task] = None
         try:
             while True:
-                envelope = await it.next_async()
-                if envelope is None:
+                v = await it.next_async()
+                if v is None:
                     break
-                v = _unwrap(envelope)
                 if isinstance(v, KlingError):
                     raise v
                 update = TaskUpdate._from_native(v)
@@ -514,10 +503,9 @@ class AsyncClient(_Base):
         )
         try:
             while True:
-                envelope = await it.next_async()
-                if envelope is None:
+                v = await it.next_async()
+                if v is None:
                     return
-                v = _unwrap(envelope)
                 if isinstance(v, KlingError):
                     if return_exceptions:
                         yield v

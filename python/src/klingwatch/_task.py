@@ -133,14 +133,6 @@ class Image(_Record):
         _set(self, "url", url)
         _set(self, "watermark_url", watermark_url)
 
-    @classmethod
-    def _from_native(cls, d: Dict[str, Any]) -> "Image":
-        i = _new(cls)
-        _set(i, "index", d["index"])
-        _set(i, "url", d["url"])
-        _set(i, "watermark_url", d.get("watermark_url"))
-        return i
-
     def to_dict(self) -> Dict[str, Any]:
         return {"index": self.index, "url": self.url, "watermark_url": self.watermark_url}
 
@@ -167,15 +159,6 @@ class Video(_Record):
         _set(self, "watermark_url", watermark_url)
         _set(self, "duration_s", duration_s)
 
-    @classmethod
-    def _from_native(cls, d: Dict[str, Any]) -> "Video":
-        v = _new(cls)
-        _set(v, "id", d["id"])
-        _set(v, "url", d["url"])
-        _set(v, "watermark_url", d.get("watermark_url"))
-        _set(v, "duration_s", d.get("duration_s"))
-        return v
-
     def to_dict(self) -> Dict[str, Any]:
         return {"id": self.id, "url": self.url, "watermark_url": self.watermark_url,
                 "duration_s": self.duration_s}
@@ -183,13 +166,19 @@ class Video(_Record):
 
 _TASK_FIELDS = ("id", "kind", "status", "status_msg", "external_task_id", "created_at",
                 "updated_at", "final_unit_deduction", "images", "videos", "raw")
+# The native layer hands a task over as a tuple of plain values (see `Task._from_native`).
+# The fields that cost to build (datetimes, Image/Video lists, the raw dict parsed from its
+# JSON text) are kept in that form in the underscored slots and built on first read, then
+# cached: a batch of 20,000 tasks is wrapped in a few milliseconds.
+_TASK_SLOTS = ("id", "kind", "status", "status_msg", "external_task_id", "final_unit_deduction",
+               "_created", "_updated", "_images", "_videos", "_raw")
 
 
 class Task(_Record):
     """A Kling task as last seen: typed fields plus ``raw``, the object as the server sent
     it (unknown fields kept). Immutable; equal when every field but ``raw`` is equal."""
 
-    __slots__ = _TASK_FIELDS
+    __slots__ = _TASK_SLOTS
     _fields = _TASK_FIELDS
     _compare = _TASK_FIELDS[:-1]
     id: str
@@ -197,12 +186,12 @@ class Task(_Record):
     status: Union[TaskStatus, str]
     status_msg: Optional[str]
     external_task_id: Optional[str]
-    created_at: Optional["datetime"]
-    updated_at: Optional["datetime"]
     final_unit_deduction: Optional[str]
-    images: List[Image]
-    videos: List[Video]
-    raw: Dict[str, Any]
+    _created: Union[int, "datetime", None]
+    _updated: Union[int, "datetime", None]
+    _images: Union[List[Image], Tuple[Tuple[Any, ...], ...]]
+    _videos: Union[List[Video], Tuple[Tuple[Any, ...], ...]]
+    _raw: Union[str, Dict[str, Any]]
 
     def __init__(
         self,
@@ -223,12 +212,59 @@ class Task(_Record):
         _set(self, "status", _status(status) if type(status) is str else status)
         _set(self, "status_msg", status_msg)
         _set(self, "external_task_id", external_task_id)
-        _set(self, "created_at", created_at)
-        _set(self, "updated_at", updated_at)
         _set(self, "final_unit_deduction", final_unit_deduction)
-        _set(self, "images", [] if images is None else images)
-        _set(self, "videos", [] if videos is None else videos)
-        _set(self, "raw", {} if raw is None else raw)
+        _set(self, "_created", created_at)
+        _set(self, "_updated", updated_at)
+        _set(self, "_images", [] if images is None else list(images))
+        _set(self, "_videos", [] if videos is None else list(videos))
+        _set(self, "_raw", {} if raw is None else raw)
+
+    @property
+    def created_at(self) -> Optional["datetime"]:
+        """Creation time (aware, UTC)."""
+        c = self._created
+        if type(c) is int:
+            c = _dt(c)
+            _set(self, "_created", c)
+        return c  # type: ignore[return-value]
+
+    @property
+    def updated_at(self) -> Optional["datetime"]:
+        """Last update time (aware, UTC)."""
+        u = self._updated
+        if type(u) is int:
+            u = _dt(u)
+            _set(self, "_updated", u)
+        return u  # type: ignore[return-value]
+
+    @property
+    def images(self) -> List[Image]:
+        """Image results, in order."""
+        i = self._images
+        if type(i) is tuple:
+            i = [Image(*r) for r in i]
+            _set(self, "_images", i)
+        return i  # type: ignore[return-value]
+
+    @property
+    def videos(self) -> List[Video]:
+        """Video results, in order."""
+        v = self._videos
+        if type(v) is tuple:
+            v = [Video(*r) for r in v]
+            _set(self, "_videos", v)
+        return v  # type: ignore[return-value]
+
+    @property
+    def raw(self) -> Dict[str, Any]:
+        """The task object as the server sent it (unknown fields kept)."""
+        r = self._raw
+        if type(r) is str:
+            import json
+
+            r = json.loads(r)
+            _set(self, "_raw", r)
+        return r  # type: ignore[return-value]
 
     @property
     def is_terminal(self) -> bool:
@@ -245,14 +281,15 @@ class Task(_Record):
         return self
 
     def to_dict(self) -> Dict[str, Any]:
+        created, updated = self.created_at, self.updated_at
         return {
             "id": self.id,
             "kind": str(self.kind),
             "status": str(self.status),
             "status_msg": self.status_msg,
             "external_task_id": self.external_task_id,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+            "created_at": created.isoformat() if created else None,
+            "updated_at": updated.isoformat() if updated else None,
             "final_unit_deduction": self.final_unit_deduction,
             "images": [i.to_dict() for i in self.images],
             "videos": [v.to_dict() for v in self.videos],
@@ -260,29 +297,24 @@ class Task(_Record):
         }
 
     @classmethod
-    def _from_native(cls, d: Union[str, Dict[str, Any]]) -> "Task":
-        """From the dict of the core's task serialisation (a JSON text is accepted too)."""
-        if isinstance(d, str):
-            import json
-
-            d = json.loads(d)
-            assert isinstance(d, dict)
+    def _from_native(cls, r: Tuple[Any, ...]) -> "Task":
+        """From the native record ``(id, kind, status, status_msg, external_task_id,
+        created_at_ms, updated_at_ms, final_unit_deduction, images, videos, raw_json)``;
+        images and videos are tuples of ``(index, url, watermark_url)`` and
+        ``(id, url, watermark_url, duration_s)``."""
+        id_, k, s, msg, ext, created, updated, fud, images, videos, raw = r
         t = _new(cls)
-        k = d["kind"]
-        s = d["status"]
-        _set(t, "id", d["id"])
+        _set(t, "id", id_)
         _set(t, "kind", _KINDS.get(k, k))
         _set(t, "status", _STATUSES.get(s, s))
-        _set(t, "status_msg", d.get("status_msg"))
-        _set(t, "external_task_id", d.get("external_task_id"))
-        _set(t, "created_at", _dt(d.get("created_at_ms")))
-        _set(t, "updated_at", _dt(d.get("updated_at_ms")))
-        _set(t, "final_unit_deduction", d.get("final_unit_deduction"))
-        images = d.get("images")
-        _set(t, "images", [Image._from_native(i) for i in images] if images else [])
-        videos = d.get("videos")
-        _set(t, "videos", [Video._from_native(v) for v in videos] if videos else [])
-        _set(t, "raw", d.get("raw") or {})
+        _set(t, "status_msg", msg)
+        _set(t, "external_task_id", ext)
+        _set(t, "final_unit_deduction", fud)
+        _set(t, "_created", created)
+        _set(t, "_updated", updated)
+        _set(t, "_images", images)
+        _set(t, "_videos", videos)
+        _set(t, "_raw", raw)
         return t
 
 
@@ -299,11 +331,7 @@ class TaskUpdate(_Record):
         _set(self, "previous", previous)
 
     @classmethod
-    def _from_native(cls, d: Union[str, Dict[str, Any]]) -> "TaskUpdate":
-        if isinstance(d, str):
-            import json
-
-            d = json.loads(d)
-            assert isinstance(d, dict)
-        prev = d.get("previous")
-        return cls(Task._from_native(d["task"]), None if prev is None else _status(prev))
+    def _from_native(cls, r: Tuple[Any, ...]) -> "TaskUpdate":
+        """From the native ``(task record, previous status or None)``."""
+        task, prev = r
+        return cls(Task._from_native(task), None if prev is None else _status(prev))
