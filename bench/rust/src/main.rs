@@ -52,9 +52,12 @@ fn get_many(url: &str, ids_file: &str, conc: &str, ca: Option<&String>) {
             .enable_all()
             .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        // KW_BENCH_WORKERS: worker threads of the multi-thread runtime (default: one per core).
+        if let Some(n) = std::env::var("KW_BENCH_WORKERS").ok().and_then(|v| v.parse().ok()) {
+            b.worker_threads(n);
+        }
+        b.enable_all().build()
     }
     .expect("runtime");
     let t0 = Instant::now();

@@ -29,6 +29,7 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(klingwatch::runtime_threads())
         .enable_all()
         .thread_name("klingwatch-py")
         .build()
@@ -126,28 +127,36 @@ fn blocking<T: Send>(
     .map_err(to_py)
 }
 
-/// Runs a core future to completion from a Python thread with the GIL released. Every
-/// 100 ms of waiting it checks for signals (a no-op off the main thread), so Ctrl-C ends a
-/// long wait with KeyboardInterrupt and drops the future (which stops its requests). A
-/// panic becomes a `KlingError`.
-fn run<T: Send>(
+/// Runs a core future to completion from a Python thread with the GIL released. The future
+/// runs on the runtime's worker (beside the connection tasks, so no thread hand-off per
+/// response); this thread only waits, and every 100 ms checks for signals (a no-op off the
+/// main thread), so Ctrl-C ends a long wait with KeyboardInterrupt and aborts the work
+/// (which drops its requests). A panic becomes a `KlingError`.
+fn run<T: Send + 'static>(
     py: Python<'_>,
-    fut: impl std::future::Future<Output = klingwatch::Result<T>> + Send,
+    fut: impl std::future::Future<Output = klingwatch::Result<T>> + Send + 'static,
 ) -> PyResult<T> {
     let rt = runtime()?;
     let out = py.detach(|| {
-        let fut = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut));
+        let mut handle =
+            rt.spawn(futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)));
         rt.block_on(async {
-            let mut fut = std::pin::pin!(fut);
             let period = Duration::from_millis(100);
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 tokio::select! {
-                    r = &mut fut => {
-                        return Ok(r.unwrap_or_else(|_| Err(Error::from_panic())));
+                    r = &mut handle => {
+                        return Ok(match r {
+                            Ok(Ok(r)) => r,
+                            // A panic inside the work, or the task torn down with the runtime.
+                            Ok(Err(_)) | Err(_) => Err(Error::from_panic()),
+                        });
                     }
                     _ = tick.tick() => {
-                        Python::attach(|py| py.check_signals())?;
+                        if let Err(interrupted) = Python::attach(|py| py.check_signals()) {
+                            handle.abort();
+                            return Err(interrupted);
+                        }
                     }
                 }
             }
@@ -433,7 +442,7 @@ impl NativeClient {
     fn get_task(&self, py: Python<'_>, kind: &str, task_id: String) -> PyResult<PyTask> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
-        run(py, c.get_task(kind, &task_id)).map(PyTask)
+        run(py, async move { c.get_task(kind, &task_id).await }).map(PyTask)
     }
 
     fn get_task_by_external_id(
@@ -444,7 +453,10 @@ impl NativeClient {
     ) -> PyResult<PyTask> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
-        run(py, c.get_task_by_external_id(kind, &external_task_id)).map(PyTask)
+        run(py, async move {
+            c.get_task_by_external_id(kind, &external_task_id).await
+        })
+        .map(PyTask)
     }
 
     fn list_tasks(
@@ -456,7 +468,7 @@ impl NativeClient {
     ) -> PyResult<PyTasks> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
-        run(py, c.list_tasks(kind, page, page_size)).map(PyTasks)
+        run(py, async move { c.list_tasks(kind, page, page_size).await }).map(PyTasks)
     }
 
     /// One entry per id, in order: a task dict or the id's `KlingError`.
@@ -476,7 +488,7 @@ impl NativeClient {
         let kind = kind_of(kind)?;
         let body = parse_body(body)?;
         let c = self.client()?;
-        run(py, c.create_task(kind, body)).map(PyTask)
+        run(py, async move { c.create_task(kind, body).await }).map(PyTask)
     }
 
     /// Saves the results of a succeeded task (given as its JSON) into `directory`.
@@ -530,7 +542,7 @@ impl NativeClient {
             ..wait_options(timeout, poll_interval, max_poll_interval)?
         };
         let c = self.client()?;
-        let r = run(py, c.wait(kind, &task_id, options));
+        let r = run(py, async move { c.wait(kind, &task_id, options).await });
         if let Some(e) = raised.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
