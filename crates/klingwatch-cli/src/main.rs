@@ -105,8 +105,16 @@ enum Command {
     },
     /// Show the status of tasks
     Status {
-        #[arg(required = true)]
+        /// Task ids (or use --ids-from)
+        #[arg(required_unless_present = "ids_from")]
         ids: Vec<String>,
+        /// File of task ids (one per line, `#` comments; `-` for stdin), added to IDS
+        #[arg(long, value_name = "FILE")]
+        ids_from: Option<String>,
+        /// Queries in flight at once
+        #[arg(long, default_value_t = klingwatch::batch::DEFAULT_CONCURRENCY as u16,
+              value_parser = clap::value_parser!(u16).range(1..=1024))]
+        concurrency: u16,
         /// One pretty JSON array
         #[arg(long, conflicts_with = "jsonl")]
         json: bool,
@@ -349,13 +357,32 @@ fn parse_kind(g: &Global) -> Result<TaskKind, Error> {
     TaskKind::from_str(&g.kind)
 }
 
+/// mimalloc: the per-request allocations of HTTP/2, TLS and JSON cost less CPU than with
+/// glibc malloc (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     klingwatch::install_crypto_provider();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The emulator-hosting commands get a worker per core. The client commands are I/O on
+    // one HTTP/2 connection: one thread (klingwatch::runtime_threads, default 1) does them
+    // with the least CPU.
+    let hosts_emulator = matches!(
+        cli.command,
+        Command::Mock(_) | Command::Demo { .. } | Command::Mcp { mock: true, .. }
+    );
+    let threads = klingwatch::runtime_threads();
+    let mut builder = if hosts_emulator {
+        tokio::runtime::Builder::new_multi_thread()
+    } else if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
@@ -410,10 +437,23 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             println!("{}", client.token()?);
             Ok(0)
         }
-        Command::Status { ids, json, jsonl } => {
+        Command::Status {
+            mut ids,
+            ids_from,
+            concurrency,
+            json,
+            jsonl,
+        } => {
             let kind = parse_kind(&g)?;
+            if let Some(from) = &ids_from {
+                ids.extend(read_ids(from)?);
+            }
             let client = build_client(&g, None)?;
-            let results = client.get_many(kind, &ids, 8).await;
+            let results = client.get_many(kind, &ids, usize::from(concurrency)).await;
+            // One buffered writer for the whole batch (stdout is line-buffered otherwise:
+            // a write per task).
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
             let mut worst: u8 = 0;
             let mut arr = Vec::new();
             for (id, r) in ids.iter().zip(results) {
@@ -422,33 +462,30 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                         if t.status == TaskStatus::Failed {
                             worst = worst.max(1);
                         }
-                        if json || jsonl {
-                            if jsonl {
-                                println!("{}", task_json(&t));
-                            } else {
-                                arr.push(task_json(&t));
-                            }
+                        if json {
+                            arr.push(task_json(&t));
+                        } else if jsonl {
+                            writeln!(w, "{}", task_json(&t)).map_err(stdout_error)?;
                         } else {
-                            print_task_line(&out, &t);
+                            writeln!(w, "{}", task_line(&out, &t)).map_err(stdout_error)?;
                         }
                     }
                     Err(e) => {
-                        if jsonl {
-                            println!("{}", err_json(id, &e));
-                        } else if json {
-                            arr.push(err_json(id, &e));
-                        }
                         eprintln!("{} (task {id})", error_line(&e));
                         worst = worst.max(exit_code_for(e.kind()));
+                        if json {
+                            arr.push(err_json(id, &e));
+                        } else if jsonl {
+                            writeln!(w, "{}", err_json(id, &e)).map_err(stdout_error)?;
+                        }
                     }
                 }
             }
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&Value::Array(arr)).unwrap_or_default()
-                );
+                let text = serde_json::to_string_pretty(&Value::Array(arr)).unwrap_or_default();
+                writeln!(w, "{text}").map_err(stdout_error)?;
             }
+            w.flush().map_err(stdout_error)?;
             Ok(worst)
         }
         Command::Wait { ids, w } => {
@@ -459,21 +496,7 @@ async fn run(cli: Cli) -> Result<u8, Error> {
         }
         Command::Watch { ids_from, w } => {
             let kind = parse_kind(&g)?;
-            let text = if ids_from == "-" {
-                std::io::read_to_string(std::io::stdin())
-            } else {
-                std::fs::read_to_string(&ids_from)
-            }
-            .map_err(|e| Error::config(format!("cannot read ids from {ids_from}: {e}")))?;
-            let ids: Vec<String> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from)
-                .collect();
-            if ids.is_empty() {
-                return Err(Error::invalid(format!("no task ids in {ids_from}")));
-            }
+            let ids = read_ids(&ids_from)?;
             let client = build_client(&g, None)?;
             let (_, code) = watch_tasks(&client, kind, ids, &w, &out, false, true).await;
             Ok(code)
@@ -650,7 +673,37 @@ fn age(t: &Task) -> String {
     }
 }
 
+/// Task ids from a file (or stdin for `-`): one per line, blank lines and `#` comments
+/// skipped; an empty list is an error.
+fn read_ids(from: &str) -> Result<Vec<String>, Error> {
+    let text = if from == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(from)
+    }
+    .map_err(|e| Error::config(format!("cannot read ids from {from}: {e}")))?;
+    let ids: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    if ids.is_empty() {
+        return Err(Error::invalid(format!("no task ids in {from}")));
+    }
+    Ok(ids)
+}
+
+/// A failure to write stdout (a closed pipe, say).
+fn stdout_error(e: std::io::Error) -> Error {
+    Error::config(format!("cannot write to stdout: {e}"))
+}
+
 fn print_task_line(out: &Out, t: &Task) {
+    println!("{}", task_line(out, t));
+}
+
+fn task_line(out: &Out, t: &Task) -> String {
     let mut line = format!("{}  {}  {}", t.id, out.status(&t.status), age(t));
     if let Some(m) = t.status_msg.as_deref().filter(|m| !m.is_empty()) {
         line.push_str(&format!("  {m}"));
@@ -659,7 +712,7 @@ fn print_task_line(out: &Out, t: &Task) {
     if let Some(u) = urls.first() {
         line.push_str(&format!("  {} image(s) {u}", urls.len()));
     }
-    println!("{line}");
+    line
 }
 
 /// Watches tasks; returns the last task seen per id (or the error) and the exit code.

@@ -110,6 +110,50 @@ fn status_jsonl_of_a_seeded_task() {
 }
 
 #[test]
+fn status_ids_from_file_in_order_with_concurrency() {
+    let s = server();
+    let ids: Vec<String> = (0..40)
+        .map(|i| {
+            let status = if i == 7 { "failed" } else { "succeed" };
+            seed(&s.url(), json!({"status": status}))
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("kw-cli-ids-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ids.txt");
+    // The first id on the command line, the rest from the file (with a comment and a blank).
+    let body = format!("# batch\n\n{}\n", ids[1..].join("\n"));
+    std::fs::write(&file, body).unwrap();
+    let o = cmd(&s.url())
+        .args(["status", &ids[0], "--ids-from", file.to_str().unwrap()])
+        .args(["--concurrency", "5", "--jsonl"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    // One failed task: exit 1; every id answered once, in input order.
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    let got: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, ids);
+    // Out-of-range concurrency and a missing file are usage/config errors before any query.
+    let o = cmd(&s.url())
+        .args(["status", &ids[0], "--concurrency", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let o = cmd(&s.url())
+        .args(["status", "--ids-from", dir.join("missing.txt").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(err.contains("cannot read ids"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn unknown_id_exits_4() {
     let s = server();
     let o = cmd(&s.url())
