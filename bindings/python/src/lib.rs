@@ -214,8 +214,28 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
 /// server's object as JSON text (parsed only when `Task.raw` is read). A tuple of plain
 /// values costs a fraction of a dict with named keys, and nothing is parsed twice.
 fn task_py(py: Python<'_>, task: Task) -> PyResult<Bound<'_, PyAny>> {
-    let raw = serde_json::to_string(&task.raw)
-        .map_err(|e| to_py(Error::new(ErrorKind::Decode, format!("task raw: {e}"))))?;
+    record_py(py, Record::from(task))
+}
+
+/// A task with its raw object already written as JSON text (and the map freed): what a batch
+/// keeps per id while the rest is in flight.
+#[derive(Clone)]
+struct Record {
+    task: Task,
+    raw: String,
+}
+
+impl From<Task> for Record {
+    fn from(mut task: Task) -> Record {
+        let raw = std::mem::take(&mut task.raw);
+        // A map of JSON values always serialises.
+        let raw = serde_json::to_string(&raw).unwrap_or_else(|_| "{}".to_owned());
+        Record { task, raw }
+    }
+}
+
+fn record_py(py: Python<'_>, record: Record) -> PyResult<Bound<'_, PyAny>> {
+    let Record { task, raw } = record;
     // Tuples (not lists): `Task` builds its Image/Video lists from them on first read.
     let images = PyTuple::new(
         py,
@@ -284,7 +304,7 @@ impl<'py> IntoPyObject<'py> for PyTasks {
 }
 
 /// The results of a batch, in order: a task record, or the `KlingError` of that id.
-struct PyBatch(Vec<klingwatch::Result<Task>>);
+struct PyBatch(Vec<klingwatch::Result<Record>>);
 
 impl<'py> IntoPyObject<'py> for PyBatch {
     type Target = PyAny;
@@ -296,12 +316,25 @@ impl<'py> IntoPyObject<'py> for PyBatch {
             .0
             .into_iter()
             .map(|r| match r {
-                Ok(t) => task_py(py, t),
+                Ok(t) => record_py(py, t),
                 Err(e) => Ok(py_error(py, &e)),
             })
             .collect::<PyResult<Vec<_>>>()?;
         Ok(pyo3::types::PyList::new(py, items)?.into_any())
     }
+}
+
+/// A batch whose results are shrunk to [`Record`]s as they arrive.
+async fn batch(
+    c: klingwatch::Client,
+    kind: TaskKind,
+    task_ids: Vec<String>,
+    concurrency: usize,
+) -> PyBatch {
+    PyBatch(
+        c.get_many_with(kind, &task_ids, concurrency, |r| r.map(Record::from))
+            .await,
+    )
 }
 
 /// What a stream yields: tasks (`iter_tasks`) or status changes (`watch`, `wait_updates`).
@@ -487,7 +520,7 @@ impl NativeClient {
     ) -> PyResult<PyBatch> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
-        run(py, async move { Ok(c.get_many(kind, &task_ids, concurrency).await) }).map(PyBatch)
+        run(py, async move { Ok(batch(c, kind, task_ids, concurrency).await) })
     }
 
     fn create_task(&self, py: Python<'_>, kind: &str, body: &str) -> PyResult<PyTask> {
@@ -674,8 +707,7 @@ impl NativeClient {
         let kind = kind_of(kind)?;
         let c = self.client()?;
         awaitable(py, async move {
-            let results = c.get_many(kind, &task_ids, concurrency).await;
-            Ok(PyBatch(results))
+            Ok(batch(c, kind, task_ids, concurrency).await)
         })
     }
 

@@ -21,6 +21,25 @@ impl Client {
         ids: &[S],
         concurrency: usize,
     ) -> Vec<Result<Task>> {
+        self.get_many_with(kind, ids, concurrency, |r| r).await
+    }
+
+    /// Like [`Client::get_many`], with each result passed through `f` as soon as it arrives
+    /// (while the rest of the batch is in flight), so a caller can convert or shrink results
+    /// without holding every full [`Task`] until the end. Results come back in input order;
+    /// a duplicate id is queried once and its converted result cloned.
+    pub async fn get_many_with<S, T, F>(
+        &self,
+        kind: TaskKind,
+        ids: &[S],
+        concurrency: usize,
+        mut f: F,
+    ) -> Vec<T>
+    where
+        S: AsRef<str>,
+        T: Clone,
+        F: FnMut(Result<Task>) -> T,
+    {
         let concurrency = if concurrency == 0 {
             DEFAULT_CONCURRENCY
         } else {
@@ -38,7 +57,7 @@ impl Client {
                 })
             })
             .collect();
-        let mut results: Vec<Option<Result<Task>>> = (0..unique.len()).map(|_| None).collect();
+        let mut results: Vec<Option<T>> = (0..unique.len()).map(|_| None).collect();
         // A hand-fed FuturesUnordered rather than `stream::iter(..).map(..).buffer_unordered`:
         // same bounded concurrency, and the future stays provably `Send` for the bindings
         // (the closure form trips rustc's higher-ranked lifetime inference).
@@ -51,7 +70,7 @@ impl Client {
                 next += 1;
             }
             match in_flight.next().await {
-                Some((slot, result)) => results[slot] = Some(result),
+                Some((slot, result)) => results[slot] = Some(f(result)),
                 None => break,
             }
         }

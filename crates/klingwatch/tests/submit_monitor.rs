@@ -326,6 +326,36 @@ async fn get_many_keeps_order_and_dedups() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_with_converts_each_result_once_in_input_order() {
+    let h = H::start().await;
+    let a = h.seed_status("succeed").await;
+    let b = h.seed_status("failed").await;
+    let ids = vec![b.clone(), a.clone(), "missing-2".to_string(), b.clone()];
+    let mut calls = 0;
+    let out: Vec<String> = h
+        .client()
+        .get_many_with(TaskKind::ImageGeneration, &ids, 2, |r| {
+            calls += 1;
+            match r {
+                Ok(t) => format!("{}={}", t.id, t.status),
+                Err(e) => format!("error:{}", e.kind().as_str()),
+            }
+        })
+        .await;
+    assert_eq!(
+        out,
+        [
+            format!("{b}=failed"),
+            format!("{a}=succeed"),
+            "error:not_found".to_string(),
+            format!("{b}=failed"),
+        ]
+    );
+    assert_eq!(calls, 3, "one conversion per unique id");
+    assert_eq!(h.count(&b).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_a_thousand_tasks() {
     let h = H::start().await;
     fast_lifecycle(&h).await;
