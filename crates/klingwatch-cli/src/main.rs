@@ -449,7 +449,21 @@ async fn run(cli: Cli) -> Result<u8, Error> {
                 ids.extend(read_ids(from)?);
             }
             let client = build_client(&g, None)?;
-            let results = client.get_many(kind, &ids, usize::from(concurrency)).await;
+            // Each task is reduced to what is printed as soon as it arrives (the full task,
+            // raw object included, is not kept until the batch ends).
+            let results = client
+                .get_many_with(kind, &ids, usize::from(concurrency), |r| {
+                    r.map(|t| {
+                        let failed = t.status == TaskStatus::Failed;
+                        let shown = if json || jsonl {
+                            Shown::Json(task_json(&t))
+                        } else {
+                            Shown::Line(task_line(&out, &t))
+                        };
+                        (failed, shown)
+                    })
+                })
+                .await;
             // One buffered writer for the whole batch (stdout is line-buffered otherwise:
             // a write per task).
             let stdout = std::io::stdout();
@@ -458,16 +472,14 @@ async fn run(cli: Cli) -> Result<u8, Error> {
             let mut arr = Vec::new();
             for (id, r) in ids.iter().zip(results) {
                 match r {
-                    Ok(t) => {
-                        if t.status == TaskStatus::Failed {
+                    Ok((failed, shown)) => {
+                        if failed {
                             worst = worst.max(1);
                         }
-                        if json {
-                            arr.push(task_json(&t));
-                        } else if jsonl {
-                            writeln!(w, "{}", task_json(&t)).map_err(stdout_error)?;
-                        } else {
-                            writeln!(w, "{}", task_line(&out, &t)).map_err(stdout_error)?;
+                        match shown {
+                            Shown::Json(v) if json => arr.push(v),
+                            Shown::Json(v) => writeln!(w, "{v}").map_err(stdout_error)?,
+                            Shown::Line(l) => writeln!(w, "{l}").map_err(stdout_error)?,
                         }
                     }
                     Err(e) => {
@@ -671,6 +683,13 @@ fn age(t: &Task) -> String {
         7200..=172_799 => format!("{}h", secs / 3600),
         _ => format!("{}d", secs / 86_400),
     }
+}
+
+/// What `status` prints for one task.
+#[derive(Clone)]
+enum Shown {
+    Json(Value),
+    Line(String),
 }
 
 /// Task ids from a file (or stdin for `-`): one per line, blank lines and `#` comments
