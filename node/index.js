@@ -62,34 +62,38 @@ function call(fn) {
   }
 }
 
-/** A Task as the JS face shows it. */
+/**
+ * A Task as the JS face shows it. The native layer sends the core's stable snake_case task
+ * object (`id, kind, status, is_terminal, status_msg, external_task_id, created_at_ms,
+ * updated_at_ms, final_unit_deduction, images, videos, raw`); this constructor is the
+ * binding's conversion to the camelCase properties.
+ */
 class Task {
   constructor(v) {
+    const created = v.created_at_ms ?? null;
+    const updated = v.updated_at_ms ?? null;
     this.id = v.id;
     this.kind = v.kind;
     this.status = v.status;
-    this.statusMsg = v.statusMsg ?? null;
-    this.externalTaskId = v.externalTaskId ?? null;
-    this.createdAt = v.createdAtMs == null ? null : new Date(v.createdAtMs);
-    this.updatedAt = v.updatedAtMs == null ? null : new Date(v.updatedAtMs);
-    this.createdAtMs = v.createdAtMs ?? null;
-    this.updatedAtMs = v.updatedAtMs ?? null;
-    this.finalUnitDeduction = v.finalUnitDeduction ?? null;
-    this.images = (v.images || []).map((i) => ({
-      index: i.index,
-      url: i.url,
-      watermarkUrl: i.watermarkUrl ?? null,
-    }));
-    this.videos = (v.videos || []).map((x) => ({
-      id: x.id,
-      url: x.url,
-      watermarkUrl: x.watermarkUrl ?? null,
-      durationS: x.durationS ?? null,
-    }));
+    this.statusMsg = v.status_msg ?? null;
+    this.externalTaskId = v.external_task_id ?? null;
+    this.createdAt = created === null ? null : new Date(created);
+    this.updatedAt = updated === null ? null : new Date(updated);
+    this.createdAtMs = created;
+    this.updatedAtMs = updated;
+    this.finalUnitDeduction = v.final_unit_deduction ?? null;
+    this.images = imagesOf(v.images);
+    this.videos = videosOf(v.videos);
     this.raw = v.raw;
-    this.isTerminal = Boolean(v.isTerminal);
+    this.isTerminal = Boolean(v.is_terminal);
   }
 }
+
+const imagesOf = (list) =>
+  (list || []).map((i) => ({ index: i.index, url: i.url, watermarkUrl: i.watermark_url ?? null }));
+
+const videosOf = (list) =>
+  (list || []).map((x) => ({ id: x.id, url: x.url, watermarkUrl: x.watermark_url ?? null, durationS: x.duration_s ?? null }));
 
 const taskOf = (text) => new Task(JSON.parse(text));
 

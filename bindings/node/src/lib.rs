@@ -1,12 +1,14 @@
 //! Node bindings for klingwatch (napi-rs). Every rule lives in the core crate; this only converts.
 //!
-//! Tasks cross the boundary as JSON text (the JS layer builds `Task` objects from it). Errors
-//! are thrown as a JS `Error` whose message is `KLINGWATCH_ERROR:` followed by a JSON payload
-//! (kind, message, httpStatus, klingCode, requestId, taskId, retryable, attempts); `index.js`
-//! turns it into a `KlingError`. Cancellation goes through numbered cancel tokens: the JS
-//! layer makes one per call with an `AbortSignal` and cancels it on `abort`. Every sync entry
-//! point catches panics (`catch_unwind`) and async ones settle as rejections, so no panic
-//! unwinds into Node; `index.js` turns any native error into a `KlingError`.
+//! Tasks cross the boundary as JSON text written straight from the core's `Serialize` impl of
+//! `Task` (its stable snake_case object, no value tree); the JS layer's `Task` constructor maps
+//! it to the camelCase properties. Errors are thrown as a JS `Error` whose message is
+//! `KLINGWATCH_ERROR:` followed by a JSON payload (kind, message, httpStatus, klingCode,
+//! requestId, taskId, retryable, attempts); `index.js` turns it into a `KlingError`.
+//! Cancellation goes through numbered cancel tokens: the JS layer makes one per call with an
+//! `AbortSignal` and cancels it on `abort`. Every sync entry point catches panics
+//! (`catch_unwind`) and async ones settle as rejections, so no panic unwinds into Node;
+//! `index.js` turns any native error into a `KlingError`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,7 +20,8 @@ use futures::stream::{Stream, StreamExt};
 use klingwatch::{Error, ErrorKind, Task, TaskKind, TaskUpdate, WaitOptions, WatchOptions};
 use napi::bindgen_prelude::within_runtime_if_available;
 use napi_derive::napi;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 /// The prefix of every native error message carrying a JSON payload.
@@ -30,13 +33,14 @@ pub fn native_version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
-/// The core's error object with camelCase keys (the only conversion the binding does).
+/// The core's error object with camelCase keys (what `KlingError.fromPayload` reads).
 fn error_value(err: &Error) -> Value {
     camel_keys(err.to_json())
 }
 
 /// Renames the snake_case keys of the core's JSON to camelCase: the top-level keys and those
-/// of nested result objects, never the keys inside `raw` (the server's own object).
+/// of nested objects, never the keys inside `raw` (the server's own object). Only errors go
+/// through it; tasks are sent in snake_case and renamed by the JS `Task` constructor.
 fn camel_keys(v: Value) -> Value {
     fn camel(k: &str) -> String {
         let mut out = String::with_capacity(k.len());
@@ -113,23 +117,61 @@ fn millis(name: &str, v: f64) -> napi::Result<Duration> {
     Ok(Duration::from_secs_f64(v / 1000.0))
 }
 
-/// The core's task object with camelCase keys.
-fn task_value(task: &Task) -> Value {
-    camel_keys(task.to_json())
+/// JSON text of `v`, written straight with serde. Serialising a task cannot fail in practice
+/// (string keys, non-finite floats become `null`); if it ever did, it is a decode error, not
+/// a panic.
+fn json_text<T: Serialize + ?Sized>(v: &T) -> klingwatch::Result<String> {
+    serde_json::to_string(v).map_err(|e| {
+        Error::new(
+            ErrorKind::Decode,
+            format!("could not serialise the result: {e}"),
+        )
+    })
 }
 
-/// A status change: `{"task": ..., "previous": "submitted" | null}`.
-fn update_json(u: &TaskUpdate) -> String {
-    json!({"task": task_value(&u.task), "previous": u.previous.as_ref().map(|s| s.as_str())})
-        .to_string()
+/// A task as JSON text: the core's stable snake_case object (`Serialize for Task`).
+fn task_json(task: &Task) -> klingwatch::Result<String> {
+    json_text(task)
+}
+
+/// A status change: `{"task": {...}, "previous": "submitted" | null}`.
+fn update_json(u: &TaskUpdate) -> klingwatch::Result<String> {
+    #[derive(Serialize)]
+    struct UpdateView<'a> {
+        task: &'a Task,
+        previous: Option<&'a str>,
+    }
+    json_text(&UpdateView {
+        task: &u.task,
+        previous: u.previous.as_ref().map(|s| s.as_str()),
+    })
+}
+
+/// One entry of `getMany`'s array: `{"task": {...}}` or `{"error": {...}}` (the camelCase
+/// error payload of [`error_value`]; errors are rare, so building their value is fine).
+#[derive(Serialize)]
+enum ManyEntry<'a> {
+    #[serde(rename = "task")]
+    Task(&'a Task),
+    #[serde(rename = "error")]
+    Error(Value),
+}
+
+/// Serialises the results of `get_many` as one JSON array, element by element (no `Vec`
+/// of entries, no value tree for the tasks).
+struct ManyResults<'a>(&'a [klingwatch::Result<Task>]);
+
+impl Serialize for ManyResults<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|r| match r {
+            Ok(t) => ManyEntry::Task(t),
+            Err(e) => ManyEntry::Error(error_value(e)),
+        }))
+    }
 }
 
 fn cancelled_error() -> Error {
     Error::new(ErrorKind::Cancelled, "the operation was aborted")
-}
-
-fn task_json(task: &Task) -> String {
-    task_value(task).to_string()
 }
 
 // ---- cancellation -------------------------------------------------------------------------
@@ -305,7 +347,7 @@ impl NativeClient {
                 c.get_task_by_external_id(kind, &external_task_id).await
             })
             .await
-            .map(|t| task_json(&t))
+            .and_then(|t| task_json(&t))
             .map_err(to_js)
         })
         .await
@@ -324,7 +366,7 @@ impl NativeClient {
             let stream = self
                 .inner
                 .iter_tasks(kind, page_size)
-                .map(|r| r.map(|t| task_json(&t)));
+                .map(|r| r.and_then(|t| task_json(&t)));
             Ok(NativeStream::new(Box::pin(stream), token_of(cancel)))
         })
     }
@@ -351,7 +393,7 @@ impl NativeClient {
             // The core spawns its poller on the runtime: enter it.
             let stream =
                 within_runtime_if_available(move || c.wait_updates(kind, &task_id, options))
-                    .map(|r| r.map(|u| update_json(&u)));
+                    .map(|r| r.and_then(|u| update_json(&u)));
             Ok(NativeStream::new(Box::pin(stream), token))
         })
     }
@@ -387,7 +429,7 @@ impl NativeClient {
             options.cancel = token.clone();
             let c = self.inner.clone();
             let stream = within_runtime_if_available(move || c.watch(kind, task_ids, options))
-                .map(|r| r.map(|u| update_json(&u)));
+                .map(|r| r.and_then(|u| update_json(&u)));
             Ok(NativeStream::new(Box::pin(stream), token))
         })
     }
@@ -435,7 +477,7 @@ impl NativeClient {
             let c = self.inner.clone();
             cancellable(token, async move { c.get_task(kind, &task_id).await })
                 .await
-                .map(|t| task_json(&t))
+                .and_then(|t| task_json(&t))
                 .map_err(to_js)
         })
         .await
@@ -458,7 +500,7 @@ impl NativeClient {
                 async move { c.list_tasks(kind, page, page_size).await },
             )
             .await
-            .map(|ts| Value::Array(ts.iter().map(task_value).collect()).to_string())
+            .and_then(|ts| json_text(&ts))
             .map_err(to_js)
         })
         .await
@@ -477,26 +519,13 @@ impl NativeClient {
             let kind = kind_of(kind)?;
             let token = token_of(cancel);
             let c = self.inner.clone();
-            // The core's get_many future is not `Send` (higher-ranked borrows), so it runs on a
-            // blocking thread driven by the same runtime.
-            let handle = tokio::runtime::Handle::current();
-            let results = tokio::task::spawn_blocking(move || {
-                handle.block_on(cancellable(token, async move {
-                    Ok(c.get_many(kind, &task_ids, concurrency.max(1) as usize)
-                        .await)
-                }))
+            let results = cancellable(token, async move {
+                Ok(c.get_many(kind, &task_ids, concurrency.max(1) as usize)
+                    .await)
             })
             .await
-            .map_err(|e| to_js(Error::config(format!("get_many worker failed: {e}"))))?
             .map_err(to_js)?;
-            let out: Vec<Value> = results
-                .iter()
-                .map(|r| match r {
-                    Ok(t) => json!({"task": task_value(t)}),
-                    Err(e) => json!({"error": error_value(e)}),
-                })
-                .collect();
-            Ok(Value::Array(out).to_string())
+            json_text(&ManyResults(&results)).map_err(to_js)
         })
         .await
     }
@@ -522,7 +551,7 @@ impl NativeClient {
             let c = self.inner.clone();
             cancellable(token, async move { c.create_task(kind, body).await })
                 .await
-                .map(|t| task_json(&t))
+                .and_then(|t| task_json(&t))
                 .map_err(to_js)
         })
         .await
@@ -547,7 +576,7 @@ impl NativeClient {
             let c = self.inner.clone();
             cancellable(token, async move { c.wait(kind, &task_id, options).await })
                 .await
-                .map(|t| task_json(&t))
+                .and_then(|t| task_json(&t))
                 .map_err(to_js)
         })
         .await
@@ -665,7 +694,7 @@ pub fn sign_jwt(
 pub fn parse_callback(body: String) -> napi::Result<String> {
     guard(move || {
         klingwatch::parse_callback(body.as_bytes())
-            .map(|t| task_json(&t))
+            .and_then(|t| task_json(&t))
             .map_err(to_js)
     })
 }
@@ -682,7 +711,7 @@ pub fn parse_task(kind: Option<String>, body: String) -> napi::Result<String> {
             _ => v,
         };
         Task::from_value(kind, data)
-            .map(|t| task_json(&t))
+            .and_then(|t| task_json(&t))
             .map_err(to_js)
     })
 }
