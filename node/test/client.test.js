@@ -51,6 +51,9 @@ test('getMany returns tasks and errors in order', async () => {
   assert.equal(out[0].id, a.id);
   assert.ok(out[1] instanceof kw.KlingError);
   assert.equal(out[1].kind, 'not_found');
+  // The error entry keeps the camelCase payload of every other KlingError.
+  assert.equal(out[1].taskId, 'missing-1');
+  assert.equal(typeof out[1].httpStatus, 'number');
   assert.equal(out[2].id, b.id);
 });
 
