@@ -24,6 +24,25 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+/// Gives napi the addon's tokio runtime before any call uses it: `klingwatch::runtime_threads()`
+/// workers (the core's rule for every binding: one, unless `KLINGWATCH_RUNTIME_THREADS` says
+/// otherwise). Every async entry point runs as a task on it, beside the HTTP/2 connection
+/// task. Should the runtime fail to start, napi makes its default one on first use.
+#[napi_derive::module_init]
+fn init_runtime() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(klingwatch::runtime_threads())
+            .enable_all()
+            .thread_name("klingwatch-node")
+            .build();
+        if let Ok(rt) = rt {
+            napi::bindgen_prelude::create_custom_tokio_runtime(rt);
+        }
+    });
+}
+
 /// The prefix of every native error message carrying a JSON payload.
 const ERROR_PREFIX: &str = "KLINGWATCH_ERROR:";
 
