@@ -57,6 +57,18 @@ test('getMany returns tasks and errors in order', async () => {
   assert.equal(out[2].id, b.id);
 });
 
+test('getMany answers duplicate ids in every position, as separate equal objects', async () => {
+  const a = await client.createImageTask({ prompt: 'dup' });
+  const out = await client.getMany([a.id, 'missing-2', a.id, 'missing-2'], { concurrency: 2 });
+  assert.equal(out.length, 4);
+  assert.ok(out[0] instanceof kw.Task && out[2] instanceof kw.Task);
+  assert.equal(out[0].id, a.id);
+  assert.deepEqual(out[2], out[0]);
+  assert.notEqual(out[2], out[0]);
+  assert.ok(out[1] instanceof kw.KlingError && out[3] instanceof kw.KlingError);
+  assert.equal(out[3].taskId, 'missing-2');
+});
+
 test('listTasks returns Task objects', async () => {
   const ts = await client.listTasks({ page: 1, pageSize: 10 });
   assert.ok(Array.isArray(ts));

@@ -176,17 +176,31 @@ enum ManyEntry<'a> {
     Error(Value),
 }
 
-/// Serialises the results of `get_many` as one JSON array, element by element (no `Vec`
-/// of entries, no value tree for the tasks).
-struct ManyResults<'a>(&'a [klingwatch::Result<Task>]);
+/// The JSON text of one `getMany` entry, written as soon as its result arrives (so the full
+/// `Task` is dropped then, not held until the whole batch is done).
+fn many_entry_json(r: klingwatch::Result<Task>) -> String {
+    let entry = match &r {
+        Ok(t) => ManyEntry::Task(t),
+        Err(e) => ManyEntry::Error(error_value(e)),
+    };
+    // Serialising a task cannot fail in practice; should it, the entry becomes an error.
+    json_text(&entry)
+        .unwrap_or_else(|e| serde_json::json!({ "error": error_value(&e) }).to_string())
+}
 
-impl Serialize for ManyResults<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|r| match r {
-            Ok(t) => ManyEntry::Task(t),
-            Err(e) => ManyEntry::Error(error_value(e)),
-        }))
+/// Joins the entries of `getMany` into one JSON array.
+fn json_array(parts: &[String]) -> String {
+    let len = parts.iter().map(|p| p.len() + 1).sum::<usize>() + 2;
+    let mut out = String::with_capacity(len);
+    out.push('[');
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(p);
     }
+    out.push(']');
+    out
 }
 
 fn cancelled_error() -> Error {
@@ -538,13 +552,19 @@ impl NativeClient {
             let kind = kind_of(kind)?;
             let token = token_of(cancel);
             let c = self.inner.clone();
-            let results = cancellable(token, async move {
-                Ok(c.get_many(kind, &task_ids, concurrency.max(1) as usize)
-                    .await)
+            // Each result becomes its JSON entry as it arrives (the core's get_many_with).
+            let parts = cancellable(token, async move {
+                Ok(c.get_many_with(
+                    kind,
+                    &task_ids,
+                    concurrency.max(1) as usize,
+                    many_entry_json,
+                )
+                .await)
             })
             .await
             .map_err(to_js)?;
-            json_text(&ManyResults(&results)).map_err(to_js)
+            Ok(json_array(&parts))
         })
         .await
     }
