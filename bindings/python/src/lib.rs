@@ -144,8 +144,9 @@ fn run<T: Send + 'static>(
 ) -> PyResult<T> {
     let rt = runtime()?;
     let out = py.detach(|| {
-        let mut handle =
-            rt.spawn(futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)));
+        let mut handle = rt.spawn(futures::FutureExt::catch_unwind(
+            std::panic::AssertUnwindSafe(fut),
+        ));
         rt.block_on(async {
             let period = Duration::from_millis(100);
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -520,7 +521,9 @@ impl NativeClient {
     ) -> PyResult<PyBatch> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
-        run(py, async move { Ok(batch(c, kind, task_ids, concurrency).await) })
+        run(py, async move {
+            Ok(batch(c, kind, task_ids, concurrency).await)
+        })
     }
 
     fn create_task(&self, py: Python<'_>, kind: &str, body: &str) -> PyResult<PyTask> {
@@ -566,13 +569,15 @@ impl NativeClient {
             let raised = raised.clone();
             let cb: klingwatch::OnUpdate = Arc::new(move |u: &TaskUpdate| {
                 let update = u.clone();
-                Python::attach(|py| match update_py(py, update).and_then(|a| f.call1(py, (a,))) {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        *raised.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                        Err(Error::invalid("the on_update callback raised"))
-                    }
-                })
+                Python::attach(
+                    |py| match update_py(py, update).and_then(|a| f.call1(py, (a,))) {
+                        Ok(_) => Ok(()),
+                        Err(e) => {
+                            *raised.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            Err(Error::invalid("the on_update callback raised"))
+                        }
+                    },
+                )
             });
             cb
         });
@@ -613,9 +618,7 @@ impl NativeClient {
         let kind = kind_of(kind)?;
         let c = self.client()?;
         let _guard = runtime()?.enter();
-        let stream = c
-            .iter_tasks(kind, page_size)
-            .map(|r| r.map(Item::Task));
+        let stream = c.iter_tasks(kind, page_size).map(|r| r.map(Item::Task));
         Ok(self.stream_iter(Box::pin(stream)))
     }
 
@@ -663,9 +666,10 @@ impl NativeClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
-        awaitable(py, async move {
-            c.get_task(kind, &task_id).await.map(PyTask)
-        })
+        awaitable(
+            py,
+            async move { c.get_task(kind, &task_id).await.map(PyTask) },
+        )
     }
 
     fn get_task_by_external_id_async<'py>(
@@ -720,9 +724,10 @@ impl NativeClient {
         let kind = kind_of(kind)?;
         let body = parse_body(body)?;
         let c = self.client()?;
-        awaitable(py, async move {
-            c.create_task(kind, body).await.map(PyTask)
-        })
+        awaitable(
+            py,
+            async move { c.create_task(kind, body).await.map(PyTask) },
+        )
     }
 
     fn download_results_async<'py>(

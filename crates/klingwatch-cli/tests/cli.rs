@@ -134,7 +134,12 @@ fn status_ids_from_file_in_order_with_concurrency() {
     assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
     let got: Vec<String> = out
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(got, ids);
     // Out-of-range concurrency and a missing file are usage/config errors before any query.
@@ -144,7 +149,11 @@ fn status_ids_from_file_in_order_with_concurrency() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let o = cmd(&s.url())
-        .args(["status", "--ids-from", dir.join("missing.txt").to_str().unwrap()])
+        .args([
+            "status",
+            "--ids-from",
+            dir.join("missing.txt").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let (_, err) = text(&o);

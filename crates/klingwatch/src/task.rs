@@ -563,8 +563,17 @@ mod to_json_tests {
         assert_eq!(
             keys,
             [
-                "id", "kind", "status", "is_terminal", "status_msg", "external_task_id",
-                "created_at_ms", "updated_at_ms", "final_unit_deduction", "images", "videos",
+                "id",
+                "kind",
+                "status",
+                "is_terminal",
+                "status_msg",
+                "external_task_id",
+                "created_at_ms",
+                "updated_at_ms",
+                "final_unit_deduction",
+                "images",
+                "videos",
                 "raw"
             ]
         );
