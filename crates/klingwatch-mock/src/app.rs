@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub cancel: CancellationToken,
     /// Bumped by reset so that pending callback timers stop.
     pub generation: AtomicU64,
+    /// Connections accepted so far (TCP, before any TLS handshake).
+    pub connections: AtomicU64,
     pub callbacks: CallbackClient,
     pub seed: u64,
     /// Identity used by `POST /__mock/tasks` when none is named.
@@ -85,6 +87,7 @@ impl Shared {
             webhook_secret: config.webhook_secret.clone(),
             cancel,
             generation: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             callbacks: CallbackClient::new(),
             seed: config.seed,
             default_identity,

@@ -55,6 +55,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp 
     tracing::debug!(target: "klingwatch_mock::control", method = %method, path = %path);
     let r = match (&method, segs.as_slice()) {
         (&Method::GET, ["health"]) => Ok(ok(json!({"ok": true}))),
+        (&Method::GET, ["stats"]) => Ok(ok(json!({
+            "connections": shared.connections.load(std::sync::atomic::Ordering::Relaxed)
+        }))),
         (&Method::POST, ["reset"]) => {
             shared.reset();
             Ok(ok(json!({"ok": true})))

@@ -163,6 +163,9 @@ async fn accept_loop(
             _ = cancel.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        shared
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let watcher = graceful.watcher();
         let shared = shared.clone();
         let acceptor = acceptor.clone();

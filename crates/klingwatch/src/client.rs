@@ -2,8 +2,9 @@
 //! every call goes through (sign, send, classify, retry, parse).
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
@@ -292,7 +293,7 @@ impl ClientBuilder {
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60));
+            .pool_idle_timeout(POOL_IDLE);
         for pem in &self.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| Error::config(format!("the CA certificate is not valid PEM: {e}")))?;
@@ -323,6 +324,7 @@ impl ClientBuilder {
                 external_id_lookup: self.external_id_lookup,
                 max_body_bytes: self.max_body_bytes,
                 timeout: self.timeout,
+                pool: PoolGate::default(),
             }),
         })
     }
@@ -339,6 +341,59 @@ pub(crate) struct Inner {
     pub(crate) external_id_lookup: ExternalIdLookup,
     pub(crate) max_body_bytes: usize,
     pub(crate) timeout: Duration,
+    pub(crate) pool: PoolGate,
+}
+
+/// How long an idle connection stays in the pool.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Without a response for this long, the pool is treated as empty (cold).
+const COLD_AFTER: Duration = Duration::from_secs(50);
+/// After an opening request fails to get any response, callers stop queueing behind a single
+/// opener for this long (so an unreachable host fails a batch in parallel, not in series).
+const OPEN_FAILURE_GRACE: Duration = Duration::from_secs(5);
+
+/// Lets one request open the connection while the pool is cold. Without it, a burst of
+/// concurrent first requests (a `get_many` at concurrency 64, say) each opens its own TLS
+/// connection before ALPN tells the pool that one HTTP/2 connection would carry them all:
+/// 64 handshakes where one is needed. With it, the first request goes alone and the others
+/// follow on its connection as soon as it answers.
+pub(crate) struct PoolGate {
+    epoch: Instant,
+    /// Milliseconds since `epoch` + 1 of the last response (any HTTP status); 0 = never.
+    last_response: AtomicU64,
+    /// Milliseconds since `epoch` + 1 of the last opening attempt that got no response.
+    last_open_failure: AtomicU64,
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl Default for PoolGate {
+    fn default() -> Self {
+        PoolGate {
+            epoch: Instant::now(),
+            last_response: AtomicU64::new(0),
+            last_open_failure: AtomicU64::new(0),
+            opening: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl PoolGate {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn within(&self, stamp: &AtomicU64, window: Duration) -> bool {
+        let t = stamp.load(Ordering::Relaxed);
+        t != 0 && self.now().saturating_sub(t) < window.as_millis() as u64
+    }
+
+    fn is_cold(&self) -> bool {
+        !self.within(&self.last_response, COLD_AFTER)
+    }
+
+    fn responded(&self) {
+        self.last_response.store(self.now(), Ordering::Relaxed);
+    }
 }
 
 /// The Kling API client. Cheap to clone (one connection pool and one token cache shared by
@@ -483,6 +538,23 @@ impl Client {
         self.inner.timeout
     }
 
+    /// [`Client::send_once`] behind the pool gate (see [`PoolGate`]).
+    async fn send(&self, call: &Call<'_>, auth: HeaderValue) -> Result<Answer> {
+        let gate = &self.inner.pool;
+        if gate.is_cold() {
+            let opener = gate.opening.lock().await;
+            if gate.is_cold() && !gate.within(&gate.last_open_failure, OPEN_FAILURE_GRACE) {
+                let r = self.send_once(call, auth).await;
+                if gate.is_cold() {
+                    gate.last_open_failure.store(gate.now(), Ordering::Relaxed);
+                }
+                drop(opener);
+                return r;
+            }
+        }
+        self.send_once(call, auth).await
+    }
+
     async fn send_once(&self, call: &Call<'_>, auth: HeaderValue) -> Result<Answer> {
         let url = format!("{}{}", self.inner.base_url, call.path);
         let mut req = self
@@ -499,6 +571,7 @@ impl Client {
                 .body(body.clone());
         }
         let mut resp = req.send().await.map_err(transport_error)?;
+        self.inner.pool.responded();
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -570,7 +643,7 @@ impl Client {
         loop {
             attempts += 1;
             let (auth, generation) = inner.auth.authorization()?;
-            let outcome = self.send_once(&call, auth).await;
+            let outcome = self.send(&call, auth).await;
             let err = match outcome {
                 Ok(answer) => {
                     inner.budget.deposit();

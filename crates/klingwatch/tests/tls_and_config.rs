@@ -35,6 +35,67 @@ async fn tls_server_is_trusted_only_with_its_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_burst_over_tls_opens_one_connection() {
+    let h = H::start_with(MockConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .await;
+    let ca = h.mock.ca_pem().expect("a CA in TLS mode");
+    let mut ids = Vec::new();
+    for _ in 0..64 {
+        ids.push(h.seed_status("succeed").await);
+    }
+    let connections = || async {
+        h.ctl(reqwest::Method::GET, "/stats", None).await["connections"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = connections().await;
+    let client = h.builder().ca_cert_pem(ca.into_bytes()).build().unwrap();
+    // 64 first requests at once: one opens the (HTTP/2) connection, the others ride on it
+    // instead of each starting its own TLS handshake.
+    let out = client.get_many(TaskKind::ImageGeneration, &ids, 64).await;
+    assert!(
+        out.iter().all(|r| r.is_ok()),
+        "{:?}",
+        out.iter().find(|r| r.is_err())
+    );
+    let opened = connections().await - before;
+    assert_eq!(
+        opened, 1,
+        "connections opened by a cold burst of 64 queries"
+    );
+    // Warm: a second burst opens nothing new.
+    let again = client.get_many(TaskKind::ImageGeneration, &ids, 64).await;
+    assert!(again.iter().all(|r| r.is_ok()));
+    assert_eq!(connections().await - before, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_host_fails_a_burst_in_parallel_not_in_series() {
+    // Nothing listens on this port: every attempt fails fast with a connection error, and
+    // the callers must not queue behind one opener at a time.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let client = Client::builder()
+        .access_key("ak")
+        .secret_key("sk")
+        .base_url(format!("http://127.0.0.1:{port}"))
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let ids: Vec<String> = (0..32).map(|i| format!("id-{i}")).collect();
+    let started = std::time::Instant::now();
+    let out = client.get_many(TaskKind::ImageGeneration, &ids, 32).await;
+    assert!(out
+        .iter()
+        .all(|r| r.as_ref().unwrap_err().kind().as_str() == "connection"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_is_sent_as_the_bearer() {
     let h = H::start().await;
     let client = Client::builder()

@@ -31,9 +31,15 @@ impl H {
         klingwatch::install_crypto_provider();
         let mock = MockServer::start(config).await.expect("mock starts");
         let url = mock.url();
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = mock.ca_pem() {
+            http = http.add_root_certificate(
+                reqwest::Certificate::from_pem(ca.as_bytes()).expect("the emulator's CA"),
+            );
+        }
         H {
             mock,
-            http: reqwest::Client::new(),
+            http: http.build().expect("control client"),
             url,
         }
     }
