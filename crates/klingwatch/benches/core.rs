@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
 use klingwatch::{sign_jwt, Client, ManualClock, Task, TaskKind};
+use std::hint::black_box;
 
 const BODY: &str = r#"{"code":0,"message":"SUCCEED","request_id":"req-1","data":{"task_id":"t-doc","task_status":"succeed","task_status_msg":"","final_unit_deduction":"2","watermark_info":{"enabled":true},"task_info":{"external_task_id":"my-ext-1"},"created_at":1722769557708,"updated_at":1722769560112,"task_result":{"images":[{"index":0,"url":"https://example.invalid/0.png","watermark_url":"https://example.invalid/0w.png"},{"index":1,"url":"https://example.invalid/1.png","watermark_url":"https://example.invalid/1w.png"}]}}}"#;
 
