@@ -34,7 +34,7 @@ PEERS = {"docs-sample", "requests-session", "aiohttp", "httpx", "fetch-jsonwebto
 LABEL = {
     "wrk": "wrk `-t1`, one pre-signed token",
     "kw-rust": "klingwatch Rust `Client::get_many`",
-    "kw-cli": "klingwatch CLI `status ID…` (concurrency 8, fixed)",
+    "kw-cli": "klingwatch CLI `status --ids-from FILE --concurrency 64 --jsonl`",
     "kw-py": "klingwatch Python `Client.get_many`",
     "kw-py-async": "klingwatch Python `AsyncClient.get_many`",
     "kw-py-gather": "klingwatch Python `AsyncClient.get_task` × `asyncio.gather`",

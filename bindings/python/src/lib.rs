@@ -16,12 +16,6 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use serde_json::Value;
 
-/// mimalloc for the Rust side of the module (Python objects keep CPython's allocator): the
-/// per-request allocations of HTTP/2, TLS and JSON cost ~15 % less CPU than with glibc malloc
-/// (docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The tokio runtime every client of this process shares, one per process: after
 /// `os.fork()` the parent's worker threads do not exist in the child, so the child gets a
 /// fresh runtime (the parent's is left untouched, never dropped).
