@@ -289,12 +289,7 @@ impl<'py> IntoPyObject<'py> for PyTasks {
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        let items = self
-            .0
-            .into_iter()
-            .map(|t| task_py(py, t))
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok(pyo3::types::PyList::new(py, items)?.into_any())
+        py_list(py, self.0, |t| task_py(py, t))
     }
 }
 
@@ -307,16 +302,21 @@ impl<'py> IntoPyObject<'py> for PyBatch {
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        let items = self
-            .0
-            .into_iter()
-            .map(|r| match r {
-                Ok(t) => record_py(py, t),
-                Err(e) => Ok(py_error(py, &e)),
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok(pyo3::types::PyList::new(py, items)?.into_any())
+        py_list(py, self.0, |r| match r {
+            Ok(t) => record_py(py, t),
+            Err(e) => Ok(py_error(py, &e)),
+        })
     }
+}
+
+/// A Python list of `items`, each converted by `f`.
+fn py_list<'py, T>(
+    py: Python<'py>,
+    items: Vec<T>,
+    f: impl FnMut(T) -> PyResult<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let items = items.into_iter().map(f).collect::<PyResult<Vec<_>>>()?;
+    Ok(pyo3::types::PyList::new(py, items)?.into_any())
 }
 
 /// A batch whose results are shrunk to [`Record`]s as they arrive.

@@ -164,6 +164,30 @@ class Video(_Record):
                 "duration_s": self.duration_s}
 
 
+def _lazy(obj: Any, slot: str, pending: type, build: Any) -> Any:
+    """The value in ``slot``; while it is still of the native ``pending`` type, builds it
+    with ``build`` and caches the result in the slot."""
+    v = getattr(obj, slot)
+    if type(v) is pending:
+        v = build(v)
+        _set(obj, slot, v)
+    return v
+
+
+def _images(records: Tuple[Tuple[Any, ...], ...]) -> List[Image]:
+    return [Image(*r) for r in records]
+
+
+def _videos(records: Tuple[Tuple[Any, ...], ...]) -> List[Video]:
+    return [Video(*r) for r in records]
+
+
+def _json_loads(text: str) -> Any:
+    import json
+
+    return json.loads(text)
+
+
 _TASK_FIELDS = ("id", "kind", "status", "status_msg", "external_task_id", "created_at",
                 "updated_at", "final_unit_deduction", "images", "videos", "raw")
 # The native layer hands a task over as a tuple of plain values (see `Task._from_native`).
@@ -222,49 +246,27 @@ class Task(_Record):
     @property
     def created_at(self) -> Optional["datetime"]:
         """Creation time (aware, UTC)."""
-        c = self._created
-        if type(c) is int:
-            c = _dt(c)
-            _set(self, "_created", c)
-        return c  # type: ignore[return-value]
+        return _lazy(self, "_created", int, _dt)  # type: ignore[no-any-return]
 
     @property
     def updated_at(self) -> Optional["datetime"]:
         """Last update time (aware, UTC)."""
-        u = self._updated
-        if type(u) is int:
-            u = _dt(u)
-            _set(self, "_updated", u)
-        return u  # type: ignore[return-value]
+        return _lazy(self, "_updated", int, _dt)  # type: ignore[no-any-return]
 
     @property
     def images(self) -> List[Image]:
         """Image results, in order."""
-        i = self._images
-        if type(i) is tuple:
-            i = [Image(*r) for r in i]
-            _set(self, "_images", i)
-        return i  # type: ignore[return-value]
+        return _lazy(self, "_images", tuple, _images)  # type: ignore[no-any-return]
 
     @property
     def videos(self) -> List[Video]:
         """Video results, in order."""
-        v = self._videos
-        if type(v) is tuple:
-            v = [Video(*r) for r in v]
-            _set(self, "_videos", v)
-        return v  # type: ignore[return-value]
+        return _lazy(self, "_videos", tuple, _videos)  # type: ignore[no-any-return]
 
     @property
     def raw(self) -> Dict[str, Any]:
         """The task object as the server sent it (unknown fields kept)."""
-        r = self._raw
-        if type(r) is str:
-            import json
-
-            r = json.loads(r)
-            _set(self, "_raw", r)
-        return r  # type: ignore[return-value]
+        return _lazy(self, "_raw", str, _json_loads)  # type: ignore[no-any-return]
 
     @property
     def is_terminal(self) -> bool:
