@@ -162,35 +162,55 @@ pub async fn run(args: MockArgs) -> io::Result<()> {
     init_tracing();
     let config = args.into_config()?;
     let server = MockServer::start(config).await?;
+    // The handlers are installed before the line is printed: a SIGTERM sent as soon as the
+    // line is read must stop the server gracefully, not kill the process.
+    let shutdown = Shutdown::install();
     {
         let mut out = io::stdout().lock();
         writeln!(out, "klingwatch-mock listening on {}", server.url())?;
         out.flush()?;
     }
-    shutdown_signal().await;
+    shutdown.recv().await;
     tracing::info!("shutting down");
     server.stop().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGINT and SIGTERM (Ctrl-C elsewhere), registered when made.
+struct Shutdown {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Shutdown {
+    fn install() -> Shutdown {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signals = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => None,
+            };
+            Shutdown { signals }
+        }
+        #[cfg(not(unix))]
+        {
+            Shutdown {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn recv(self) {
+        #[cfg(unix)]
+        if let Some((mut term, mut int)) = self.signals {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1133,6 +1133,35 @@ fn binary_prints_its_url_and_stops_on_sigterm() {
 }
 
 #[test]
+fn sigterm_right_after_the_listening_line_is_a_clean_stop() {
+    use std::io::{BufRead, BufReader};
+    // The handlers are installed before the line is printed, so even a SIGTERM sent the
+    // instant the line is read stops the server gracefully (exit 0), never kills it. (Before,
+    // the line came first: on a loaded machine CI saw the process die of the signal.)
+    for _ in 0..5 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_klingwatch-mock"))
+            .args(["--port", "0"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("klingwatch-mock listening on "), "{line}");
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let st = child.wait().unwrap();
+        assert!(st.success(), "{st:?}");
+    }
+}
+
+#[test]
 fn blocking_server_for_sync_callers() {
     use std::io::{Read, Write};
     let server = klingwatch_mock::MockServer::start_blocking(MockConfig::default()).unwrap();
