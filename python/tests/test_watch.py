@@ -43,6 +43,28 @@ def test_on_update_exception_propagates(client):
     assert str(ei.value) == t.id
 
 
+def test_on_update_runs_on_the_calling_thread_and_nested_calls_are_refused(client):
+    import threading
+
+    from klingwatch.errors import ConfigError
+
+    t = client.create_image_task("a fox")
+    threads = set()
+    client.wait(t.id, timeout=30.0, poll_interval=0.05,
+                on_update=lambda u: threads.add(threading.get_ident()))
+    assert threads == {threading.get_ident()}
+
+    # A blocking call from inside the callback would deadlock: it is refused with a clear
+    # error, which propagates out of wait like any exception of the callback.
+    def nested(u):
+        client.get_task(u.task.id)
+
+    with pytest.raises(ConfigError, match="inside another one"):
+        client.wait(t.id, timeout=30.0, poll_interval=0.05, on_update=nested)
+    # The client still works afterwards.
+    assert client.get_task(t.id).id == t.id
+
+
 def test_watch_many(client):
     ids = [client.create_image_task(f"fox {i}").id for i in range(3)]
     updates = list(client.watch(ids, timeout=30.0, poll_interval=0.05, max_poll_interval=0.2))

@@ -127,35 +127,76 @@ fn blocking<T: Send>(
     .map_err(to_py)
 }
 
-/// Runs a core future to completion from a Python thread with the GIL released. The future
-/// runs on the runtime's worker (beside the connection tasks, so no thread hand-off per
-/// response); this thread only waits, and every 100 ms checks for signals (a no-op off the
-/// main thread), so Ctrl-C ends a long wait with KeyboardInterrupt and aborts the work
-/// (which drops its requests). A panic becomes a `KlingError`.
+/// Where a blocking call's future is polled.
+#[derive(Clone, Copy)]
+enum Drive {
+    /// Spawned on the runtime's worker, beside the connection tasks (no thread hand-off per
+    /// response); the calling thread only waits.
+    Spawned,
+    /// Polled on the calling thread: `wait` with an `on_update` callback, so the callback
+    /// runs on the caller's thread and a slow callback never holds the runtime's worker.
+    Here,
+}
+
+/// Runs a core future to completion from a Python thread with the GIL released (see
+/// [`run_on`]).
 fn run<T: Send + 'static>(
     py: Python<'_>,
     fut: impl std::future::Future<Output = klingwatch::Result<T>> + Send + 'static,
 ) -> PyResult<T> {
+    run_on(py, Drive::Spawned, fut)
+}
+
+/// Runs a core future to completion with the GIL released. While it waits, the calling thread
+/// checks for signals every 100 ms (a no-op off the main thread), so Ctrl-C ends a long call
+/// with KeyboardInterrupt and stops the work (which drops its requests). A panic becomes a
+/// `KlingError`; so does a blocking call made from inside another one (an `on_update`
+/// callback calling the client), which would otherwise deadlock or panic.
+fn run_on<T: Send + 'static>(
+    py: Python<'_>,
+    drive: Drive,
+    fut: impl std::future::Future<Output = klingwatch::Result<T>> + Send + 'static,
+) -> PyResult<T> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(to_py(Error::config(
+            "a blocking klingwatch call cannot run inside another one (for example from the \
+             on_update callback of Client.wait): record the update in the callback and call \
+             the client after wait returns, or use AsyncClient",
+        )));
+    }
     let rt = runtime()?;
     let out = py.detach(|| {
-        let mut handle = rt.spawn(futures::FutureExt::catch_unwind(
-            std::panic::AssertUnwindSafe(fut),
-        ));
+        let fut = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut));
+        let mut spawned = None;
+        let work: Pin<Box<dyn std::future::Future<Output = klingwatch::Result<T>> + Send>> =
+            match drive {
+                Drive::Spawned => {
+                    let handle = rt.spawn(fut);
+                    spawned = Some(handle.abort_handle());
+                    Box::pin(async move {
+                        match handle.await {
+                            Ok(Ok(r)) => r,
+                            // A panic inside the work, or the task torn down with the runtime.
+                            Ok(Err(_)) | Err(_) => Err(Error::from_panic()),
+                        }
+                    })
+                }
+                Drive::Here => {
+                    Box::pin(async move { fut.await.unwrap_or_else(|_| Err(Error::from_panic())) })
+                }
+            };
         rt.block_on(async {
+            let mut work = work;
             let period = Duration::from_millis(100);
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 tokio::select! {
-                    r = &mut handle => {
-                        return Ok(match r {
-                            Ok(Ok(r)) => r,
-                            // A panic inside the work, or the task torn down with the runtime.
-                            Ok(Err(_)) | Err(_) => Err(Error::from_panic()),
-                        });
-                    }
+                    r = &mut work => return Ok(r),
                     _ = tick.tick() => {
                         if let Err(interrupted) = Python::attach(|py| py.check_signals()) {
-                            handle.abort();
+                            if let Some(abort) = &spawned {
+                                abort.abort();
+                            }
                             return Err(interrupted);
                         }
                     }
@@ -580,7 +621,17 @@ impl NativeClient {
             ..wait_options(timeout, poll_interval, max_poll_interval)?
         };
         let c = self.client()?;
-        let r = run(py, async move { c.wait(kind, &task_id, options).await });
+        // With a callback, the wait is polled here so that the callback runs on this thread.
+        let drive = if options.on_update.is_some() {
+            Drive::Here
+        } else {
+            Drive::Spawned
+        };
+        let r = run_on(
+            py,
+            drive,
+            async move { c.wait(kind, &task_id, options).await },
+        );
         if let Some(e) = raised.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
