@@ -56,10 +56,14 @@ test('aborting an in-flight getTask rejects quickly and drops the request', asyn
 
 test('aborting an in-flight getMany rejects quickly and stops every query', async () => {
   const ids = [await slowTask(), await slowTask(), await slowTask(), await slowTask()];
+  const client = newClient();
+  // Warm the pool first: on a cold pool the first query opens the connection alone (the
+  // core's cold-pool gate), and this test wants two queries in flight when it aborts.
+  await client.getTask(await seed(mock.url, { status: 'succeed' }));
   const ac = new AbortController();
   const started = Date.now();
   setTimeout(() => ac.abort(), 200);
-  await assert.rejects(newClient().getMany(ids, { concurrency: 2, signal: ac.signal }), isCancelled);
+  await assert.rejects(client.getMany(ids, { concurrency: 2, signal: ac.signal }), isCancelled);
   const took = Date.now() - started;
   assert.ok(took < 900, `rejected after ${took} ms`);
   await sleep(1800);
