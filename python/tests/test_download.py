@@ -28,6 +28,9 @@ def test_download_results_sync_and_async(mock_url: str, tmp_path: pathlib.Path) 
         assert p.name.startswith(done.id)
     assert not [p for p in (tmp_path / "sync").iterdir() if p not in paths]  # no temp files
 
+    # The sync call handed over the raw JSON text as received (never parsed); reading `raw`
+    # first makes the async call hand over the parsed dict instead: both give the same files.
+    assert done.raw["task_id"] == done.id
     aclient = AsyncClient(access_key=AK, secret_key=SK, base_url=mock_url, timeout=10.0)
     apaths = asyncio.run(aclient.download_results(done, str(tmp_path / "async")))
     assert [p.name for p in apaths] == [p.name for p in paths]

@@ -243,7 +243,7 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
         .map_err(|_| PyValueError::new_err(format!("{name} must be a finite number >= 0")))
 }
 
-/// A task as the record `klingwatch.Task._from_record` reads, in this order: `(id, kind,
+/// A task as the record `klingwatch.Task._from_native` reads, in this order: `(id, kind,
 /// status, status_msg, external_task_id, created_at_ms, updated_at_ms,
 /// final_unit_deduction, images, videos, raw)`, where `images` is a tuple of `(index, url,
 /// watermark_url)`, `videos` of `(id, url, watermark_url, duration_s)`, and `raw` the

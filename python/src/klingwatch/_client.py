@@ -326,7 +326,7 @@ class Client(_Base):
         """Saves every result of a succeeded task into ``directory`` (created if needed) as
         ``{task_id}_{index}.{ext}``; each file appears only when complete. Returns the paths."""
         return _paths(self._native.download_results(
-            _k(task.kind), _json(task.raw), os.fspath(directory)))
+            _k(task.kind), task._raw_json(), os.fspath(directory)))
 
 
 class AsyncClient(_Base):
@@ -519,7 +519,7 @@ class AsyncClient(_Base):
         self, task: Task, directory: Union[str, "os.PathLike[str]"]
     ) -> List["pathlib.Path"]:
         paths = await self._native.download_results_async(
-            _k(task.kind), _json(task.raw), os.fspath(directory))
+            _k(task.kind), task._raw_json(), os.fspath(directory))
         return _paths(paths)
 
 

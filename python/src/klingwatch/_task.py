@@ -268,6 +268,16 @@ class Task(_Record):
         """The task object as the server sent it (unknown fields kept)."""
         return _lazy(self, "_raw", str, _json_loads)  # type: ignore[no-any-return]
 
+    def _raw_json(self) -> str:
+        """``raw`` as JSON text: the native text itself while ``raw`` was never read (no
+        parse and re-serialise just to hand it back to the core)."""
+        r = self._raw
+        if type(r) is str:
+            return r
+        import json
+
+        return json.dumps(r)
+
     @property
     def is_terminal(self) -> bool:
         return str(self.status) in _TERMINAL
