@@ -1116,11 +1116,7 @@ fn binary_prints_its_url_and_stops_on_sigterm() {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -1130,6 +1126,15 @@ fn binary_prints_its_url_and_stops_on_sigterm() {
         assert!(Instant::now() < deadline, "did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Sends SIGTERM to a child process.
+fn sigterm(child: &std::process::Child) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
 }
 
 #[test]
@@ -1151,11 +1156,7 @@ fn sigterm_right_after_the_listening_line_is_a_clean_stop() {
             .read_line(&mut line)
             .unwrap();
         assert!(line.starts_with("klingwatch-mock listening on "), "{line}");
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        sigterm(&child);
         let st = child.wait().unwrap();
         assert!(st.success(), "{st:?}");
     }

@@ -4,16 +4,12 @@ mod common;
 
 use common::H;
 use klingwatch::{Client, Region, Task, TaskKind};
-use klingwatch_mock::{MockConfig, DEFAULT_API_KEY};
+use klingwatch_mock::DEFAULT_API_KEY;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_server_is_trusted_only_with_its_ca() {
-    let h = H::start_with(MockConfig {
-        tls: true,
-        ..Default::default()
-    })
-    .await;
+    let h = H::start_tls().await;
     assert!(h.url.starts_with("https://"), "{}", h.url);
     let ca = h.mock.ca_pem().expect("a CA in TLS mode");
     let untrusted = h.builder().max_retries(0).build().unwrap();
@@ -36,11 +32,7 @@ async fn tls_server_is_trusted_only_with_its_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_burst_over_tls_opens_one_connection() {
-    let h = H::start_with(MockConfig {
-        tls: true,
-        ..Default::default()
-    })
-    .await;
+    let h = H::start_tls().await;
     let ca = h.mock.ca_pem().expect("a CA in TLS mode");
     let mut ids = Vec::new();
     for _ in 0..64 {

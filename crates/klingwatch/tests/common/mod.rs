@@ -27,6 +27,15 @@ impl H {
         H::start_with(MockConfig::default()).await
     }
 
+    /// An emulator serving HTTPS with its own CA (`mock.ca_pem()`).
+    pub async fn start_tls() -> H {
+        H::start_with(MockConfig {
+            tls: true,
+            ..Default::default()
+        })
+        .await
+    }
+
     pub async fn start_with(config: MockConfig) -> H {
         klingwatch::install_crypto_provider();
         let mock = MockServer::start(config).await.expect("mock starts");
