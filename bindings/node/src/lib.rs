@@ -479,9 +479,7 @@ impl NativeClient {
     ) -> napi::Result<Vec<String>> {
         guard_async(async move {
             let kind = kind_of(kind)?;
-            let raw: Value = serde_json::from_str(&raw_task)
-                .map_err(|e| to_js(Error::invalid(format!("the task is not valid JSON: {e}"))))?;
-            let task = Task::from_value(kind, raw).map_err(to_js)?;
+            let task = Task::from_json_slice(kind, raw_task.as_bytes()).map_err(to_js)?;
             let token = token_of(cancel);
             let c = self.inner.clone();
             cancellable(token, async move { c.download_results(&task, &dir).await })

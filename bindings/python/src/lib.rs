@@ -250,28 +250,6 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
 /// server's object as JSON text (parsed only when `Task.raw` is read). A tuple of plain
 /// values costs a fraction of a dict with named keys, and nothing is parsed twice.
 fn task_py(py: Python<'_>, task: Task) -> PyResult<Bound<'_, PyAny>> {
-    record_py(py, Record::from(task))
-}
-
-/// A task with its raw object already written as JSON text (and the map freed): what a batch
-/// keeps per id while the rest is in flight.
-#[derive(Clone)]
-struct Record {
-    task: Task,
-    raw: String,
-}
-
-impl From<Task> for Record {
-    fn from(mut task: Task) -> Record {
-        let raw = std::mem::take(&mut task.raw);
-        // A map of JSON values always serialises.
-        let raw = serde_json::to_string(&raw).unwrap_or_else(|_| "{}".to_owned());
-        Record { task, raw }
-    }
-}
-
-fn record_py(py: Python<'_>, record: Record) -> PyResult<Bound<'_, PyAny>> {
-    let Record { task, raw } = record;
     // Tuples (not lists): `Task` builds its Image/Video lists from them on first read.
     let images = PyTuple::new(
         py,
@@ -296,7 +274,7 @@ fn record_py(py: Python<'_>, record: Record) -> PyResult<Bound<'_, PyAny>> {
         task.final_unit_deduction,
         images,
         videos,
-        raw,
+        task.raw.into_string(),
     );
     Ok(record.into_pyobject(py)?.into_any())
 }
@@ -335,7 +313,7 @@ impl<'py> IntoPyObject<'py> for PyTasks {
 }
 
 /// The results of a batch, in order: a task record, or the `KlingError` of that id.
-struct PyBatch(Vec<klingwatch::Result<Record>>);
+struct PyBatch(Vec<klingwatch::Result<Task>>);
 
 impl<'py> IntoPyObject<'py> for PyBatch {
     type Target = PyAny;
@@ -344,7 +322,7 @@ impl<'py> IntoPyObject<'py> for PyBatch {
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
         py_list(py, self.0, |r| match r {
-            Ok(t) => record_py(py, t),
+            Ok(t) => task_py(py, t),
             Err(e) => Ok(py_error(py, &e)),
         })
     }
@@ -360,17 +338,14 @@ fn py_list<'py, T>(
     Ok(pyo3::types::PyList::new(py, items)?.into_any())
 }
 
-/// A batch whose results are shrunk to [`Record`]s as they arrive.
+/// A batch (each task keeps its raw object as the text received, so nothing is shrunk).
 async fn batch(
     c: klingwatch::Client,
     kind: TaskKind,
     task_ids: Vec<String>,
     concurrency: usize,
 ) -> PyBatch {
-    PyBatch(
-        c.get_many_with(kind, &task_ids, concurrency, |r| r.map(Record::from))
-            .await,
-    )
+    PyBatch(c.get_many(kind, &task_ids, concurrency).await)
 }
 
 /// What a stream yields: tasks (`iter_tasks`) or status changes (`watch`, `wait_updates`).
@@ -798,9 +773,7 @@ impl NativeClient {
 /// Rebuilds a core task from the JSON of `Task.to_dict()`'s `raw` object.
 fn task_from_json(kind: &str, raw: &str) -> PyResult<Task> {
     let kind = kind_of(kind)?;
-    let v: Value = serde_json::from_str(raw)
-        .map_err(|e| to_py(Error::invalid(format!("the task is not valid JSON: {e}"))))?;
-    Task::from_value(kind, v).map_err(to_py)
+    Task::from_json_slice(kind, raw.as_bytes()).map_err(to_py)
 }
 
 /// A core stream of tasks or updates (see [`PyItem`]), iterable both ways: `__next__` blocks with the GIL released,

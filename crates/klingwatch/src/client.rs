@@ -11,6 +11,7 @@ use futures::Stream;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Method;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -19,7 +20,7 @@ use crate::auth::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::{parse_retry_after, should_retry, Idempotency, RetryBudget, RetryPolicy};
-use crate::task::{json_type, validate_task_id, Task, TaskKind};
+use crate::task::{text_json_type, validate_task_id, Task, TaskKind};
 
 /// Env var overriding the base URL.
 pub const ENV_BASE_URL: &str = "KLING_BASE_URL";
@@ -279,6 +280,9 @@ impl ClientBuilder {
             ));
         }
         let base_url = parsed.as_str().trim_end_matches('/').to_owned();
+        // Each request's URL is this one with its path set: the scheme and host are parsed
+        // once, here, not per request.
+        let base_path = parsed.path().trim_end_matches('/').to_owned();
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::config("timeouts must be positive"));
         }
@@ -314,6 +318,8 @@ impl ClientBuilder {
             inner: Arc::new(Inner {
                 http,
                 base_url,
+                base: parsed,
+                base_path,
                 auth,
                 budget,
                 retry: self.retry,
@@ -333,6 +339,9 @@ impl ClientBuilder {
 pub(crate) struct Inner {
     pub(crate) http: reqwest::Client,
     pub(crate) base_url: String,
+    /// `base_url` parsed, and its path (no trailing `/`): see [`Client::url`].
+    base: url::Url,
+    base_path: String,
     pub(crate) auth: TokenProvider,
     pub(crate) budget: RetryBudget,
     pub(crate) retry: RetryPolicy,
@@ -421,8 +430,10 @@ struct Envelope {
     message: Option<String>,
     #[serde(default)]
     request_id: Option<String>,
+    /// Kept as text: a task's typed fields are read from it and the text becomes
+    /// [`Task::raw`] (no tree is built for it).
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<Box<RawValue>>,
 }
 
 /// One logical API call (rebuilt for every attempt).
@@ -448,11 +459,53 @@ impl<'a> Call<'a> {
     }
 }
 
-/// The successful answer of a call: `data` and the `request_id`.
+/// The successful answer of a call: `data` (as received; `None` when absent or null) and
+/// the `request_id`.
 pub(crate) struct Answer {
-    pub data: Value,
+    pub data: Option<Box<RawValue>>,
     #[allow(dead_code)]
     pub request_id: Option<String>,
+}
+
+impl Answer {
+    /// The JSON type of `data` ("null" when absent), for messages and dispatch.
+    pub(crate) fn json_type(&self) -> &'static str {
+        self.data
+            .as_deref()
+            .map_or("null", |raw| text_json_type(raw.get()))
+    }
+
+    /// `data` as one task object.
+    pub(crate) fn task(self, kind: TaskKind) -> Result<Task> {
+        match self.data {
+            Some(raw) => Task::from_raw(kind, raw),
+            None => Task::from_value(kind, Value::Null),
+        }
+    }
+
+    /// `data` as a list of task objects.
+    pub(crate) fn tasks(self, kind: TaskKind) -> Result<Vec<Task>> {
+        let got = self.json_type();
+        let items: Vec<Box<RawValue>> = match &self.data {
+            Some(raw) if got == "an array" => serde_json::from_str(raw.get()).map_err(|e| {
+                Error::new(
+                    ErrorKind::Decode,
+                    format!("cannot read the list of tasks: {e}"),
+                )
+                .with_source(e)
+            })?,
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::Decode,
+                    format!("expected a list of tasks, got {got}"),
+                ))
+            }
+        };
+        items
+            .into_iter()
+            .map(|raw| Task::from_raw(kind, raw))
+            .collect()
+    }
 }
 
 fn snippet(body: &[u8]) -> String {
@@ -555,8 +608,19 @@ impl Client {
         self.send_once(call, auth).await
     }
 
+    /// The URL of `path` (an API path; any task id in it was validated).
+    fn url(&self, path: &str) -> url::Url {
+        let mut url = self.inner.base.clone();
+        if self.inner.base_path.is_empty() {
+            url.set_path(path);
+        } else {
+            url.set_path(&format!("{}{path}", self.inner.base_path));
+        }
+        url
+    }
+
     async fn send_once(&self, call: &Call<'_>, auth: HeaderValue) -> Result<Answer> {
-        let url = format!("{}{}", self.inner.base_url, call.path);
+        let url = self.url(&call.path);
         let mut req = self
             .inner
             .http
@@ -605,7 +669,7 @@ impl Client {
         }
         match serde_json::from_slice::<Envelope>(&body) {
             Ok(env) if (200..300).contains(&status) && env.code == Some(0) => Ok(Answer {
-                data: env.data.unwrap_or(Value::Null),
+                data: env.data,
                 request_id: env.request_id,
             }),
             Ok(env) => {
@@ -694,7 +758,7 @@ impl Client {
         let mut call = Call::get(format!("{}/{}", kind.path(), task_id));
         call.task_id = Some(task_id);
         let answer = self.execute(call).await?;
-        Task::from_value(kind, answer.data).map_err(|e| e.with_task_id(task_id))
+        answer.task(kind).map_err(|e| e.with_task_id(task_id))
     }
 
     /// Reads one image-generation task by id.
@@ -721,17 +785,17 @@ impl Client {
             }
         };
         let answer = self.execute(call).await?;
-        let data = match answer.data {
-            Value::Array(mut items) if !items.is_empty() => items.swap_remove(0),
-            Value::Array(_) => {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("no task with external_task_id {external_task_id:?}"),
-                ))
-            }
-            other => other,
-        };
-        Task::from_value(kind, data)
+        // The path form answers one task, the query form a list of them.
+        if answer.json_type() != "an array" {
+            return answer.task(kind);
+        }
+        match answer.tasks(kind)?.into_iter().next() {
+            Some(task) => Ok(task),
+            None => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no task with external_task_id {external_task_id:?}"),
+            )),
+        }
     }
 
     /// One page of tasks, newest first. `page` in 1..=1000, `page_size` in 1..=500.
@@ -750,16 +814,9 @@ impl Client {
         call.query.push(("pageNum", page.to_string()));
         call.query.push(("pageSize", page_size.to_string()));
         let answer = self.execute(call).await?;
-        match answer.data {
-            Value::Array(items) => items
-                .into_iter()
-                .map(|v| Task::from_value(kind, v))
-                .collect(),
-            Value::Null => Ok(Vec::new()),
-            other => Err(Error::new(
-                ErrorKind::Decode,
-                format!("expected a list of tasks, got {}", json_type(&other)),
-            )),
+        match answer.json_type() {
+            "null" => Ok(Vec::new()),
+            _ => answer.tasks(kind),
         }
     }
 

@@ -224,7 +224,7 @@ impl Client {
             };
             let err = match self.execute(call).await {
                 Ok(answer) => {
-                    let mut task = Task::from_value(kind, answer.data)?;
+                    let mut task = answer.task(kind)?;
                     if task.external_task_id.is_none() {
                         task.external_task_id = external.clone();
                     }

@@ -4,7 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -164,7 +166,7 @@ impl Serialize for Task {
             final_unit_deduction: &'a Option<String>,
             images: &'a [Image],
             videos: &'a [Video],
-            raw: &'a Map<String, Value>,
+            raw: &'a RawJson,
         }
         View {
             id: &self.id,
@@ -253,8 +255,232 @@ pub struct Task {
     pub images: Vec<Image>,
     /// Video results.
     pub videos: Vec<Video>,
-    /// The whole task object as received; unknown fields preserved.
-    pub raw: Map<String, Value>,
+    /// The whole task object as received, as JSON text; unknown fields preserved.
+    pub raw: RawJson,
+}
+
+/// A JSON value kept as the text the server sent (compact): [`Task::raw`].
+///
+/// Unknown fields are preserved, and handing the object on (to a binding, the CLI's JSON
+/// lines, [`Task::to_json`]) writes the text as it is instead of building and re-serialising
+/// a tree. Read it with [`RawJson::get`] or [`RawJson::to_map`], which parse on demand.
+#[derive(Clone)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// Wraps JSON text split out of a larger document. Text spanning several lines is
+    /// compacted, so that a task always prints on one line (JSON lines output).
+    pub fn new(raw: Box<RawValue>) -> RawJson {
+        if memchr::memchr2(b'\n', b'\r', raw.get().as_bytes()).is_some() {
+            // Valid JSON has no raw newline inside a string: these are whitespace only.
+            if let Ok(v) = serde_json::from_str::<Value>(raw.get()) {
+                if let Ok(compact) = serde_json::value::to_raw_value(&v) {
+                    return RawJson(compact);
+                }
+            }
+        }
+        RawJson(raw)
+    }
+
+    /// The text of an object built in memory (a callback's parsed body, say).
+    pub fn from_map(map: &Map<String, Value>) -> RawJson {
+        // Serialising a map of JSON values cannot fail.
+        RawJson(serde_json::value::to_raw_value(map).unwrap_or_else(|_| empty_object()))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The JSON text, owned (no copy).
+    pub fn into_string(self) -> String {
+        let text: Box<str> = self.0.into();
+        text.into()
+    }
+
+    /// The value parsed into a tree.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+
+    /// The object parsed into a map (empty when the value is not an object).
+    pub fn to_map(&self) -> Map<String, Value> {
+        match self.to_value() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    /// One top-level field, parsed (`None` when absent).
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.to_map().remove(key)
+    }
+
+    /// Whether the object has the top-level field `key`.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.to_map().contains_key(key)
+    }
+
+    fn json_type(&self) -> &'static str {
+        text_json_type(self.as_str())
+    }
+}
+
+/// The JSON type of valid JSON text, named as [`json_type`] names it (from its first byte).
+pub(crate) fn text_json_type(text: &str) -> &'static str {
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).expect("\"{}\" is JSON")
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+fn not_an_object(got: &str) -> Error {
+    Error::new(
+        ErrorKind::Decode,
+        format!("expected a task object, got {got}"),
+    )
+}
+
+/// The fields of a task object the typed [`Task`] is made from; every other field is
+/// skipped (it stays in [`Task::raw`]). A repeated key keeps its last value, as a map would.
+#[derive(Default)]
+struct Fields {
+    task_id: Option<Value>,
+    task_status: Option<Value>,
+    task_status_msg: Option<Value>,
+    task_info: Option<Value>,
+    external_task_id: Option<Value>,
+    created_at: Option<Value>,
+    updated_at: Option<Value>,
+    final_unit_deduction: Option<Value>,
+    task_result: Option<Value>,
+}
+
+impl Fields {
+    fn from_map(mut m: Map<String, Value>) -> Fields {
+        Fields {
+            task_id: m.remove("task_id"),
+            task_status: m.remove("task_status"),
+            task_status_msg: m.remove("task_status_msg"),
+            task_info: m.remove("task_info"),
+            external_task_id: m.remove("external_task_id"),
+            created_at: m.remove("created_at"),
+            updated_at: m.remove("updated_at"),
+            final_unit_deduction: m.remove("final_unit_deduction"),
+            task_result: m.remove("task_result"),
+        }
+    }
+}
+
+enum Key {
+    TaskId,
+    TaskStatus,
+    TaskStatusMsg,
+    TaskInfo,
+    ExternalTaskId,
+    CreatedAt,
+    UpdatedAt,
+    FinalUnitDeduction,
+    TaskResult,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, k: &str) -> std::result::Result<Key, E> {
+                Ok(match k {
+                    "task_id" => Key::TaskId,
+                    "task_status" => Key::TaskStatus,
+                    "task_status_msg" => Key::TaskStatusMsg,
+                    "task_info" => Key::TaskInfo,
+                    "external_task_id" => Key::ExternalTaskId,
+                    "created_at" => Key::CreatedAt,
+                    "updated_at" => Key::UpdatedAt,
+                    "final_unit_deduction" => Key::FinalUnitDeduction,
+                    "task_result" => Key::TaskResult,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Fields, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a task object")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<Fields, A::Error> {
+                let mut f = Fields::default();
+                while let Some(key) = m.next_key::<Key>()? {
+                    let slot = match key {
+                        Key::TaskId => &mut f.task_id,
+                        Key::TaskStatus => &mut f.task_status,
+                        Key::TaskStatusMsg => &mut f.task_status_msg,
+                        Key::TaskInfo => &mut f.task_info,
+                        Key::ExternalTaskId => &mut f.external_task_id,
+                        Key::CreatedAt => &mut f.created_at,
+                        Key::UpdatedAt => &mut f.updated_at,
+                        Key::FinalUnitDeduction => &mut f.final_unit_deduction,
+                        Key::TaskResult => &mut f.task_result,
+                        Key::Other => {
+                            m.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(m.next_value()?);
+                }
+                Ok(f)
+            }
+        }
+        d.deserialize_map(FieldsVisitor)
+    }
 }
 
 fn as_string(v: &Value) -> Option<String> {
@@ -300,33 +526,68 @@ impl Task {
     pub fn from_value(kind: TaskKind, value: Value) -> Result<Task> {
         match value {
             Value::Object(map) => Task::from_map(kind, map),
-            other => Err(Error::new(
-                ErrorKind::Decode,
-                format!("expected a task object, got {}", json_type(&other)),
-            )),
+            other => Err(not_an_object(json_type(&other))),
         }
     }
 
     /// Like [`Task::from_value`], from an already split object.
-    pub fn from_map(kind: TaskKind, raw: Map<String, Value>) -> Result<Task> {
-        let id = raw
-            .get("task_id")
+    pub fn from_map(kind: TaskKind, map: Map<String, Value>) -> Result<Task> {
+        let raw = RawJson::from_map(&map);
+        Task::from_fields(kind, Fields::from_map(map), raw)
+    }
+
+    /// Parses a JSON text holding one task object (a callback body, say). The text is kept
+    /// as [`Task::raw`] as it is (compacted only when it spans several lines).
+    pub fn from_json_slice(kind: TaskKind, body: &[u8]) -> Result<Task> {
+        let raw: Box<RawValue> = serde_json::from_slice(body).map_err(|e| {
+            Error::new(
+                ErrorKind::Decode,
+                format!("task body is not valid JSON: {e}"),
+            )
+            .with_source(e)
+        })?;
+        Task::from_raw(kind, raw)
+    }
+
+    /// Like [`Task::from_json_slice`], from JSON text already split out of a larger document
+    /// (the `data` of a response envelope): the typed fields are read from the text, which is
+    /// kept as [`Task::raw`] without building a tree of it.
+    pub fn from_raw(kind: TaskKind, raw: Box<RawValue>) -> Result<Task> {
+        let raw = RawJson::new(raw);
+        let fields = match raw.json_type() {
+            "an object" => serde_json::from_str::<Fields>(raw.as_str()).map_err(|e| {
+                Error::new(
+                    ErrorKind::Decode,
+                    format!("cannot read the task object: {e}"),
+                )
+                .with_source(e)
+            })?,
+            other => return Err(not_an_object(other)),
+        };
+        Task::from_fields(kind, fields, raw)
+    }
+
+    /// The one place the typed fields are read (from a map or from text alike).
+    fn from_fields(kind: TaskKind, f: Fields, raw: RawJson) -> Result<Task> {
+        let id = f
+            .task_id
+            .as_ref()
             .and_then(as_string)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Error::new(ErrorKind::Decode, "task object has no task_id"))?;
-        let status = match raw.get("task_status") {
-            Some(Value::String(s)) => TaskStatus::parse(s),
+        let status = match f.task_status {
+            Some(Value::String(s)) => TaskStatus::parse(&s),
             Some(other) => TaskStatus::Unknown(other.to_string()),
             None => TaskStatus::Unknown(String::new()),
         };
-        let status_msg = raw.get("task_status_msg").and_then(as_string);
+        let status_msg = f.task_status_msg.as_ref().and_then(as_string);
         let external_task_id =
-            non_empty(raw.get("task_info").and_then(|i| i.get("external_task_id")))
-                .or_else(|| non_empty(raw.get("external_task_id")));
-        let created_at_ms = raw.get("created_at").and_then(as_i64);
-        let updated_at_ms = raw.get("updated_at").and_then(as_i64);
-        let final_unit_deduction = raw.get("final_unit_deduction").and_then(as_string);
-        let result = raw.get("task_result");
+            non_empty(f.task_info.as_ref().and_then(|i| i.get("external_task_id")))
+                .or_else(|| non_empty(f.external_task_id.as_ref()));
+        let created_at_ms = f.created_at.as_ref().and_then(as_i64);
+        let updated_at_ms = f.updated_at.as_ref().and_then(as_i64);
+        let final_unit_deduction = f.final_unit_deduction.as_ref().and_then(as_string);
+        let result = f.task_result.as_ref();
         let images = parse_images(result.and_then(|r| r.get("images")));
         let videos = parse_videos(result.and_then(|r| r.get("videos")));
         Ok(Task {
@@ -342,18 +603,6 @@ impl Task {
             videos,
             raw,
         })
-    }
-
-    /// Parses a JSON text holding one task object (a callback body, say).
-    pub fn from_json_slice(kind: TaskKind, body: &[u8]) -> Result<Task> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            Error::new(
-                ErrorKind::Decode,
-                format!("task body is not valid JSON: {e}"),
-            )
-            .with_source(e)
-        })?;
-        Task::from_value(kind, value)
     }
 
     /// The task as one JSON object with stable snake_case keys: `id`, `kind`, `status`,
@@ -550,6 +799,64 @@ mod to_json_tests {
         assert_eq!(v["images"][0]["url"], "https://x/a.png");
         assert_eq!(v["images"][0]["watermark_url"], Value::Null);
         assert_eq!(v["raw"]["extra_field"]["a_b"], 1);
+    }
+
+    #[test]
+    fn raw_keeps_the_text_as_received_and_reads_fields_from_it() {
+        // Unknown fields (any shape), an escaped key, a repeated key (the last wins, as in a
+        // map), numbers as strings: all read without a tree of the whole object.
+        let body = r#"{"task_id":"t3","extra":{"deep":[1,{"x":null}]},"task_\u0073tatus":"processing","created_at":"1722769557708","task_status":"succeed","task_result":{"images":[{"id":"2","url":"https://x/b.png"}]}}"#;
+        let raw = serde_json::value::RawValue::from_string(body.to_owned()).unwrap();
+        let t = Task::from_raw(TaskKind::ImageGeneration, raw).unwrap();
+        assert_eq!(t.raw.as_str(), body);
+        assert_eq!(t.status, TaskStatus::Succeed);
+        assert_eq!(t.created_at_ms, Some(1722769557708));
+        assert_eq!(t.images[0].index, 2);
+        assert_eq!(t.raw.get("extra").unwrap()["deep"][1]["x"], Value::Null);
+        assert!(t.raw.contains_key("task_status") && !t.raw.contains_key("nope"));
+        // Written verbatim into the stable object.
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(text.ends_with(&format!(r#""raw":{body}}}"#)), "{text}");
+    }
+
+    #[test]
+    fn raw_spanning_lines_is_compacted_so_a_task_prints_on_one_line() {
+        let body = "{\n  \"task_id\": \"t4\",\r\n  \"task_status\": \"failed\",\n  \"task_status_msg\": \"a b\"\n}";
+        let t = Task::from_json_slice(TaskKind::ImageGeneration, body.as_bytes()).unwrap();
+        assert_eq!(
+            t.raw.as_str(),
+            r#"{"task_id":"t4","task_status":"failed","task_status_msg":"a b"}"#
+        );
+        assert!(!serde_json::to_string(&t).unwrap().contains('\n'));
+        assert_eq!(t.status_msg.as_deref(), Some("a b"));
+    }
+
+    #[test]
+    fn non_objects_and_missing_ids_are_decode_errors_naming_what_came() {
+        for (body, want) in [
+            ("[1,2]", "expected a task object, got an array"),
+            ("\"x\"", "expected a task object, got a string"),
+            ("null", "expected a task object, got null"),
+            (
+                "{\"task_status\":\"succeed\"}",
+                "task object has no task_id",
+            ),
+            ("{\"task_id\":\"\"}", "task object has no task_id"),
+        ] {
+            let e = Task::from_json_slice(TaskKind::ImageGeneration, body.as_bytes()).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Decode, "{body}");
+            assert!(e.message().contains(want), "{body}: {}", e.message());
+        }
+        // The same object from a map and from text makes the same task.
+        let body =
+            r#"{"task_id":"t5","task_status":"submitted","task_info":{"external_task_id":"e"}}"#;
+        let a = Task::from_json_slice(TaskKind::ImageGeneration, body.as_bytes()).unwrap();
+        let b = Task::from_value(
+            TaskKind::ImageGeneration,
+            serde_json::from_str(body).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

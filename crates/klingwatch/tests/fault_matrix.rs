@@ -45,10 +45,11 @@ fn missing_extra(row: &Value, op: &str, task: &Task) -> Option<String> {
     if op == "create" {
         return None;
     }
+    let raw = task.raw.to_map();
     row["seed_extra"]
         .as_object()?
         .iter()
-        .find(|(k, v)| task.raw.get(k.as_str()) != Some(v))
+        .find(|(k, v)| raw.get(k.as_str()) != Some(v))
         .map(|(k, _)| k.clone())
 }
 
