@@ -33,7 +33,7 @@ LANG = {
 PEERS = {"docs-sample", "requests-session", "aiohttp", "httpx", "fetch-jsonwebtoken", "kling-api"}
 LABEL = {
     "wrk": "wrk `-t1`, one pre-signed token",
-    "kw-rust": "klingwatch Rust `Client::get_many`",
+    "kw-rust": "klingwatch Rust `Client::get_many`, current-thread runtime",
     "kw-cli": "klingwatch CLI `status --ids-from FILE --concurrency 64 --jsonl`",
     "kw-py": "klingwatch Python `Client.get_many`",
     "kw-py-async": "klingwatch Python `AsyncClient.get_many`",

@@ -68,7 +68,16 @@ function call(fn) {
  * updated_at_ms, final_unit_deduction, images, videos, raw`); this constructor is the
  * binding's conversion to the camelCase properties.
  */
+// Set in Task's static block (they need its private fields).
+let RAW_PROPERTY;
+let rawTextOf;
+
 class Task {
+  // The server's object as JSON text, parsed into `raw` on first read (most batch users never
+  // read it, and one string per task is far lighter than its object tree).
+  #rawText;
+  #raw;
+
   constructor(v) {
     const created = v.created_at_ms ?? null;
     const updated = v.updated_at_ms ?? null;
@@ -84,8 +93,37 @@ class Task {
     this.finalUnitDeduction = v.final_unit_deduction ?? null;
     this.images = imagesOf(v.images);
     this.videos = videosOf(v.videos);
-    this.raw = v.raw;
+    if (typeof v.raw === 'string') this.#rawText = v.raw;
+    else this.#raw = v.raw ?? {};
+    // An own enumerable property, in its place among the others (Object.keys, JSON.stringify,
+    // spread and structuredClone all see it), parsed when first read.
+    Object.defineProperty(this, 'raw', RAW_PROPERTY);
     this.isTerminal = Boolean(v.is_terminal);
+  }
+
+  static {
+    RAW_PROPERTY = {
+      enumerable: true,
+      configurable: true,
+      get() {
+        if (this.#raw === undefined) {
+          this.#raw = JSON.parse(this.#rawText);
+          this.#rawText = undefined;
+        }
+        return this.#raw;
+      },
+      set(value) {
+        this.#raw = value;
+        this.#rawText = undefined;
+      },
+    };
+    rawTextOf = (task) => (task.#raw === undefined ? task.#rawText : JSON.stringify(task.#raw));
+  }
+
+  /** Shows `raw` as its value (not as an accessor) in console.log and util.inspect. */
+  [util.inspect.custom](depth, options, inspect) {
+    if (depth < 0) return options.stylize('[Task]', 'special');
+    return `Task ${inspect({ ...this }, options)}`;
   }
 }
 
@@ -277,7 +315,8 @@ class Client {
       throw new KlingError('downloadResults needs a Task (from getTask, wait, ...)', { kind: 'invalid_request' });
     }
     const n = this[NATIVE];
-    const raw = JSON.stringify(task.raw);
+    // The server's object as received while `raw` was never read (no parse and re-serialise).
+    const raw = task instanceof Task ? rawTextOf(task) : JSON.stringify(task.raw);
     return withSignal(signal, (c) => n.downloadResults(task.kind, raw, path.resolve(String(dir)), c));
   }
 
@@ -300,8 +339,16 @@ class Client {
   async getMany(ids, { kind = DEFAULT_KIND, concurrency = 8, signal } = {}) {
     const n = this[NATIVE];
     const list = Array.from(ids, String);
-    const text = await withSignal(signal, (c) => n.getMany(kind, list, concurrency, c));
-    return JSON.parse(text).map((r) => (r.task ? new Task(r.task) : KlingError.fromPayload(r.error)));
+    const out = new Array(list.length);
+    // Chunks of answers are converted here while the rest of the batch is in flight.
+    const chunks = drain(signal, (c) => n.getManyStream(kind, list, concurrency, c), JSON.parse);
+    for await (const chunk of chunks) {
+      for (const [positions, r] of chunk) {
+        // An id given twice gets equal, separate objects.
+        for (const p of positions) out[p] = r.task ? new Task(r.task) : KlingError.fromPayload(r.error);
+      }
+    }
+    return out;
   }
 
   /**

@@ -36,8 +36,13 @@ export declare class NativeClient {
   downloadResults(kind: string | undefined | null, rawTask: string, dir: string, cancel?: number | undefined | null): Promise<Array<string>>
   getTask(kind: string | undefined | null, taskId: string, cancel?: number | undefined | null): Promise<string>
   listTasks(kind: string | undefined | null, page: number, pageSize: number, cancel?: number | undefined | null): Promise<string>
-  /** A JSON array, one entry per id: `{"task": ...}` or `{"error": ...}`. */
-  getMany(kind: string | undefined | null, taskIds: Array<string>, concurrency: number, cancel?: number | undefined | null): Promise<string>
+  /**
+   * `getMany` as the core's `get_many_chunks`, which JS converts while the rest of the
+   * batch is in flight: a stream whose items are JSON arrays of `[positions, entry]`
+   * (every input position of one id, and its `{"task"}` or `{"error"}` entry). Closing
+   * the stream (or cancelling its token) aborts the queries.
+   */
+  getManyStream(kind: string | undefined | null, taskIds: Array<string>, concurrency: number, cancel?: number | undefined | null): NativeStream
   /** `body` is the JSON text of the create request (snake_case wire fields). */
   createTask(kind: string | undefined | null, body: string, cancel?: number | undefined | null): Promise<string>
   wait(kind: string | undefined | null, taskId: string, timeoutMs?: number | undefined | null, pollIntervalMs?: number | undefined | null, maxPollIntervalMs?: number | undefined | null, cancel?: number | undefined | null): Promise<string>

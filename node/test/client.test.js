@@ -3,7 +3,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const util = require('node:util');
 const kw = require('..');
-const { AK, SK, startMock } = require('./helpers.js');
+const { AK, SK, startMock, seed } = require('./helpers.js');
 
 let mock;
 let client;
@@ -67,6 +67,36 @@ test('getMany answers duplicate ids in every position, as separate equal objects
   assert.notEqual(out[2], out[0]);
   assert.ok(out[1] instanceof kw.KlingError && out[3] instanceof kw.KlingError);
   assert.equal(out[3].taskId, 'missing-2');
+});
+
+test('getMany over many chunks answers every position in input order', async () => {
+  const ids = [];
+  for (let i = 0; i < 300; i++) ids.push(await seed(mock.url, { status: 'succeed' }));
+  const batch = [...ids, 'missing-c1', ...ids.slice(0, 50), 'bad/id'];
+  const out = await client.getMany(batch, { concurrency: 32 });
+  assert.equal(out.length, batch.length);
+  batch.forEach((id, i) => {
+    if (id === 'missing-c1') assert.equal(out[i].kind, 'not_found');
+    else if (id === 'bad/id') assert.equal(out[i].kind, 'invalid_request');
+    else assert.ok(out[i] instanceof kw.Task && out[i].id === id, `position ${i}`);
+  });
+  assert.deepEqual(out[301], out[0]);
+  assert.notEqual(out[301], out[0]);
+});
+
+test('raw is parsed on first read and still behaves as an own property', async () => {
+  const created = { id: await seed(mock.url, { status: 'succeed' }) };
+  const [t] = await client.getMany([created.id]);
+  assert.equal(Object.keys(t).includes('raw'), true);
+  const text = JSON.stringify(t);
+  assert.equal(JSON.parse(text).raw.task_id, created.id);
+  assert.equal(t.raw.task_id, created.id);
+  assert.equal(t.raw, t.raw, 'parsed once, then the same object');
+  assert.equal({ ...t }.raw.task_id, created.id);
+  assert.equal(structuredClone(t).raw.task_id, created.id);
+  assert.match(util.inspect(t), new RegExp(`raw: \\{[^}]*task_id: '${created.id}'`));
+  t.raw = { replaced: true };
+  assert.deepEqual(t.raw, { replaced: true });
 });
 
 test('listTasks returns Task objects', async () => {

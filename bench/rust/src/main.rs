@@ -42,11 +42,12 @@ fn get_many(url: &str, ids_file: &str, conc: &str, ca: Option<&String>) {
         b = b.ca_cert_pem(std::fs::read(ca).expect("CA file"));
     }
     let client = b.build().expect("client");
-    // KW_BENCH_RUNTIME picks how the batch is driven (profiling aid, see docs/benchmarks.md):
-    // `block-on` (default: multi-thread runtime, the batch future on the calling thread, as
-    // a binding's block_on does), `spawn` (the batch future spawned onto a worker, beside
-    // the connection tasks), `current` (one current-thread runtime).
-    let mode = std::env::var("KW_BENCH_RUNTIME").unwrap_or_else(|_| "block-on".into());
+    // KW_BENCH_RUNTIME picks how the batch is driven (see docs/benchmarks.md): `current`
+    // (default: one current-thread runtime, `#[tokio::main(flavor = "current_thread")]`,
+    // what the CLI uses), `block-on` (multi-thread runtime, the batch future on the calling
+    // thread, as plain `#[tokio::main]`), `spawn` (the batch future spawned onto a worker,
+    // as the bindings do).
+    let mode = std::env::var("KW_BENCH_RUNTIME").unwrap_or_else(|_| "current".into());
     let rt = if mode == "current" {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

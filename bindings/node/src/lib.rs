@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::stream::{Stream, StreamExt};
-use klingwatch::{Error, ErrorKind, Task, TaskKind, TaskUpdate, WaitOptions, WatchOptions};
+use klingwatch::{
+    BatchItem, Error, ErrorKind, RawAsText, Task, TaskKind, TaskUpdate, WaitOptions, WatchOptions,
+};
 use napi::bindgen_prelude::within_runtime_if_available;
 use napi_derive::napi;
 use serde::Serialize;
@@ -148,20 +150,21 @@ fn json_text<T: Serialize + ?Sized>(v: &T) -> klingwatch::Result<String> {
     })
 }
 
-/// A task as JSON text: the core's stable snake_case object (`Serialize for Task`).
+/// A task as JSON text: the core's stable snake_case object, with `raw` as a JSON string of
+/// the server's object (`Task::with_raw_as_text`): the JS `Task` parses it on first read.
 fn task_json(task: &Task) -> klingwatch::Result<String> {
-    json_text(task)
+    json_text(&task.with_raw_as_text())
 }
 
 /// A status change: `{"task": {...}, "previous": "submitted" | null}`.
 fn update_json(u: &TaskUpdate) -> klingwatch::Result<String> {
     #[derive(Serialize)]
     struct UpdateView<'a> {
-        task: &'a Task,
+        task: RawAsText<'a>,
         previous: Option<&'a str>,
     }
     json_text(&UpdateView {
-        task: &u.task,
+        task: u.task.with_raw_as_text(),
         previous: u.previous.as_ref().map(|s| s.as_str()),
     })
 }
@@ -171,16 +174,15 @@ fn update_json(u: &TaskUpdate) -> klingwatch::Result<String> {
 #[derive(Serialize)]
 enum ManyEntry<'a> {
     #[serde(rename = "task")]
-    Task(&'a Task),
+    Task(RawAsText<'a>),
     #[serde(rename = "error")]
     Error(Value),
 }
 
-/// The JSON text of one `getMany` entry, written as soon as its result arrives (so the full
-/// `Task` is dropped then, not held until the whole batch is done).
+/// The JSON text of one `getMany` entry.
 fn many_entry_json(r: klingwatch::Result<Task>) -> String {
     let entry = match &r {
-        Ok(t) => ManyEntry::Task(t),
+        Ok(t) => ManyEntry::Task(t.with_raw_as_text()),
         Err(e) => ManyEntry::Error(error_value(e)),
     };
     // Serialising a task cannot fail in practice; should it, the entry becomes an error.
@@ -188,16 +190,25 @@ fn many_entry_json(r: klingwatch::Result<Task>) -> String {
         .unwrap_or_else(|e| serde_json::json!({ "error": error_value(&e) }).to_string())
 }
 
-/// Joins the entries of `getMany` into one JSON array.
-fn json_array(parts: &[String]) -> String {
-    let len = parts.iter().map(|p| p.len() + 1).sum::<usize>() + 2;
-    let mut out = String::with_capacity(len);
+/// One chunk of `getManyStream`: `[[positions, entry], ...]`.
+fn chunk_json(chunk: Vec<BatchItem>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(chunk.len() * 1024 + 2);
     out.push('[');
-    for (i, p) in parts.iter().enumerate() {
+    for (i, BatchItem { positions, result }) in chunk.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(p);
+        out.push_str("[[");
+        for (j, p) in positions.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{p}");
+        }
+        out.push_str("],");
+        out.push_str(&many_entry_json(result));
+        out.push(']');
     }
     out.push(']');
     out
@@ -531,40 +542,33 @@ impl NativeClient {
                 async move { c.list_tasks(kind, page, page_size).await },
             )
             .await
-            .and_then(|ts| json_text(&ts))
+            .and_then(|ts| json_text(&ts.iter().map(Task::with_raw_as_text).collect::<Vec<_>>()))
             .map_err(to_js)
         })
         .await
     }
 
-    /// A JSON array, one entry per id: `{"task": ...}` or `{"error": ...}`.
-    #[napi]
-    pub async fn get_many(
+    /// `getMany` as the core's `get_many_chunks`, which JS converts while the rest of the
+    /// batch is in flight: a stream whose items are JSON arrays of `[positions, entry]`
+    /// (every input position of one id, and its `{"task"}` or `{"error"}` entry). Closing
+    /// the stream (or cancelling its token) aborts the queries.
+    #[napi(catch_unwind)]
+    pub fn get_many_stream(
         &self,
         kind: Option<String>,
         task_ids: Vec<String>,
         concurrency: u32,
         cancel: Option<u32>,
-    ) -> napi::Result<String> {
-        guard_async(async move {
+    ) -> napi::Result<NativeStream> {
+        guard(move || {
             let kind = kind_of(kind)?;
             let token = token_of(cancel);
             let c = self.inner.clone();
-            // Each result becomes its JSON entry as it arrives (the core's get_many_with).
-            let parts = cancellable(token, async move {
-                Ok(c.get_many_with(
-                    kind,
-                    &task_ids,
-                    concurrency.max(1) as usize,
-                    many_entry_json,
-                )
-                .await)
-            })
-            .await
-            .map_err(to_js)?;
-            Ok(json_array(&parts))
+            let chunks = c
+                .get_many_chunks(kind, &task_ids, concurrency.max(1) as usize)
+                .map(|r| r.map(chunk_json));
+            Ok(NativeStream::new(Box::pin(chunks), token))
         })
-        .await
     }
 
     /// `body` is the JSON text of the create request (snake_case wire fields).

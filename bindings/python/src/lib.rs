@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use klingwatch::{Error, ErrorKind, Task, TaskKind, TaskUpdate, WaitOptions, WatchOptions};
+use klingwatch::{
+    BatchItem, Error, ErrorKind, Task, TaskKind, TaskUpdate, WaitOptions, WatchOptions,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -158,11 +160,7 @@ fn run_on<T: Send + 'static>(
     fut: impl std::future::Future<Output = klingwatch::Result<T>> + Send + 'static,
 ) -> PyResult<T> {
     if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(to_py(Error::config(
-            "a blocking klingwatch call cannot run inside another one (for example from the \
-             on_update callback of Client.wait): record the update in the callback and call \
-             the client after wait returns, or use AsyncClient",
-        )));
+        return Err(nested_call_error());
     }
     let rt = runtime()?;
     let out = py.detach(|| {
@@ -208,6 +206,16 @@ fn run_on<T: Send + 'static>(
         Ok(r) => r.map_err(to_py),
         Err(interrupted) => Err(interrupted),
     }
+}
+
+/// A blocking call made from inside another one (an `on_update` callback calling the client),
+/// which would otherwise deadlock or panic.
+fn nested_call_error() -> PyErr {
+    to_py(Error::config(
+        "a blocking klingwatch call cannot run inside another one (for example from the \
+         on_update callback of Client.wait): record the update in the callback and call \
+         the client after wait returns, or use AsyncClient",
+    ))
 }
 
 /// Converts a core error into the matching `klingwatch.errors` exception.
@@ -312,22 +320,6 @@ impl<'py> IntoPyObject<'py> for PyTasks {
     }
 }
 
-/// The results of a batch, in order: a task record, or the `KlingError` of that id.
-struct PyBatch(Vec<klingwatch::Result<Task>>);
-
-impl<'py> IntoPyObject<'py> for PyBatch {
-    type Target = PyAny;
-    type Output = Bound<'py, PyAny>;
-    type Error = PyErr;
-
-    fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        py_list(py, self.0, |r| match r {
-            Ok(t) => task_py(py, t),
-            Err(e) => Ok(py_error(py, &e)),
-        })
-    }
-}
-
 /// A Python list of `items`, each converted by `f`.
 fn py_list<'py, T>(
     py: Python<'py>,
@@ -338,20 +330,13 @@ fn py_list<'py, T>(
     Ok(pyo3::types::PyList::new(py, items)?.into_any())
 }
 
-/// A batch (each task keeps its raw object as the text received, so nothing is shrunk).
-async fn batch(
-    c: klingwatch::Client,
-    kind: TaskKind,
-    task_ids: Vec<String>,
-    concurrency: usize,
-) -> PyBatch {
-    PyBatch(c.get_many(kind, &task_ids, concurrency).await)
-}
-
-/// What a stream yields: tasks (`iter_tasks`) or status changes (`watch`, `wait_updates`).
+/// What a stream yields: tasks (`iter_tasks`), status changes (`watch`, `wait_updates`) or
+/// chunks of a batch (`get_many_chunks`).
 enum Item {
     Task(Task),
     Update(TaskUpdate),
+    /// Answers of a batch: every input position of an id, and its task or error.
+    Chunk(Vec<BatchItem>),
 }
 
 /// One stream item for Python: a task record, an update `(record, previous)`, or the
@@ -367,6 +352,27 @@ impl<'py> IntoPyObject<'py> for PyItem {
         match self.0 {
             Ok(Item::Task(t)) => task_py(py, t),
             Ok(Item::Update(u)) => update_py(py, u),
+            Ok(Item::Chunk(chunk)) => {
+                // One `(position, record or error)` per input position: a duplicate id shares
+                // its (immutable) record tuple but gets an error object of its own.
+                let mut pairs = Vec::with_capacity(chunk.len());
+                for BatchItem { positions, result } in chunk {
+                    match result {
+                        Ok(task) => {
+                            let record = task_py(py, task)?;
+                            for p in positions {
+                                pairs.push((p, record.clone()).into_pyobject(py)?.into_any());
+                            }
+                        }
+                        Err(e) => {
+                            for p in positions {
+                                pairs.push((p, py_error(py, &e)).into_pyobject(py)?.into_any());
+                            }
+                        }
+                    }
+                }
+                Ok(pyo3::types::PyList::new(py, pairs)?.into_any())
+            }
             Err(e) => Ok(py_error(py, &e)),
         }
     }
@@ -521,19 +527,22 @@ impl NativeClient {
         run(py, async move { c.list_tasks(kind, page, page_size).await }).map(PyTasks)
     }
 
-    /// One entry per id, in order: a task dict or the id's `KlingError`.
-    fn get_many(
+    /// The core's `get_many_chunks` as a stream: each item is a list of `(input position,
+    /// record or KlingError)` for the answers that arrived since the previous item. The
+    /// queries run on their own task, so Python converts one chunk while the rest of the
+    /// batch is in flight; closing the stream aborts them.
+    fn get_many_chunks(
         &self,
-        py: Python<'_>,
         kind: &str,
         task_ids: Vec<String>,
         concurrency: usize,
-    ) -> PyResult<PyBatch> {
+    ) -> PyResult<StreamIter> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
-        run(py, async move {
-            Ok(batch(c, kind, task_ids, concurrency).await)
-        })
+        let chunks = c
+            .get_many_chunks(kind, &task_ids, concurrency)
+            .map(|r| r.map(Item::Chunk));
+        Ok(self.stream_iter(Box::pin(chunks)))
     }
 
     fn create_task(&self, py: Python<'_>, kind: &str, body: &str) -> PyResult<PyTask> {
@@ -718,20 +727,6 @@ impl NativeClient {
         let c = self.client()?;
         awaitable(py, async move {
             c.list_tasks(kind, page, page_size).await.map(PyTasks)
-        })
-    }
-
-    fn get_many_async<'py>(
-        &self,
-        py: Python<'py>,
-        kind: &str,
-        task_ids: Vec<String>,
-        concurrency: usize,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let kind = kind_of(kind)?;
-        let c = self.client()?;
-        awaitable(py, async move {
-            Ok(batch(c, kind, task_ids, concurrency).await)
         })
     }
 

@@ -2,10 +2,15 @@
 
 use std::collections::HashMap;
 
-use futures::stream::{FuturesUnordered, StreamExt};
+use futures::stream::{Stream, StreamExt};
+
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
 
 use crate::client::Client;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::task::{Task, TaskKind};
 
 /// Default number of queries in flight for [`Client::get_many`].
@@ -15,6 +20,11 @@ impl Client {
     /// Reads many tasks at once: one `Ok(task)` or `Err(error)` per input id, in input
     /// order (a bad id never fails the batch). Duplicate ids are queried once; at most
     /// `concurrency` queries are in flight (0 means the default, 16).
+    ///
+    /// The queries share one HTTP/2 connection over TLS, whose task does most of the work:
+    /// on a machine with few cores, a current-thread runtime
+    /// (`#[tokio::main(flavor = "current_thread")]`) answers a large batch fastest, since no
+    /// answer crosses threads (docs/benchmarks.md).
     pub async fn get_many<S: AsRef<str>>(
         &self,
         kind: TaskKind,
@@ -40,57 +50,144 @@ impl Client {
         T: Clone,
         F: FnMut(Result<Task>) -> T,
     {
+        let mut out: Vec<Option<T>> = (0..ids.len()).map(|_| None).collect();
+        let mut stream = std::pin::pin!(self.get_many_stream(kind, ids, concurrency));
+        while let Some(BatchItem { positions, result }) = stream.next().await {
+            let converted = f(result);
+            if let Some((last, rest)) = positions.split_last() {
+                for p in rest {
+                    out[*p] = Some(converted.clone());
+                }
+                out[*last] = Some(converted);
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every position is answered"))
+            .collect()
+    }
+
+    /// The queries of [`Client::get_many`] as a stream in arrival order: one [`BatchItem`]
+    /// per unique id, with every input position that id holds. At most `concurrency`
+    /// queries are in flight (0 means the default, 16); dropping the stream cancels the rest.
+    ///
+    /// This is what lets a binding turn results into its language's objects on its own
+    /// thread while the rest of the batch is still in flight.
+    pub fn get_many_stream<S: AsRef<str>>(
+        &self,
+        kind: TaskKind,
+        ids: &[S],
+        concurrency: usize,
+    ) -> impl Stream<Item = BatchItem> + Send + 'static {
         let concurrency = if concurrency == 0 {
             DEFAULT_CONCURRENCY
         } else {
             concurrency
         };
-        let mut first: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
-        let mut unique: Vec<&str> = Vec::with_capacity(ids.len());
-        let slot_of: Vec<usize> = ids
-            .iter()
-            .map(|id| {
-                let id = id.as_ref();
-                *first.entry(id).or_insert_with(|| {
-                    unique.push(id);
-                    unique.len() - 1
-                })
+        let mut slot_of: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+        let mut unique: Vec<(String, Vec<usize>)> = Vec::with_capacity(ids.len());
+        for (pos, id) in ids.iter().enumerate() {
+            let id = id.as_ref();
+            match slot_of.get(id) {
+                Some(&slot) => unique[slot].1.push(pos),
+                None => {
+                    slot_of.insert(id, unique.len());
+                    unique.push((id.to_owned(), vec![pos]));
+                }
+            }
+        }
+        let client = self.clone();
+        futures::stream::iter(unique)
+            .map(move |(id, positions)| {
+                let client = client.clone();
+                async move {
+                    let result = client.get_task(kind, &id).await;
+                    BatchItem { positions, result }
+                }
             })
-            .collect();
-        let mut results: Vec<Option<T>> = (0..unique.len()).map(|_| None).collect();
-        // A hand-fed FuturesUnordered rather than `stream::iter(..).map(..).buffer_unordered`:
-        // same bounded concurrency, and the future stays provably `Send` for the bindings
-        // (the closure form trips rustc's higher-ranked lifetime inference).
-        let mut in_flight = FuturesUnordered::new();
-        let mut next = 0;
-        loop {
-            while in_flight.len() < concurrency && next < unique.len() {
-                let (slot, id) = (next, unique[next]);
-                in_flight.push(async move { (slot, self.get_task(kind, id).await) });
-                next += 1;
-            }
-            match in_flight.next().await {
-                Some((slot, result)) => results[slot] = Some(f(result)),
-                None => break,
-            }
-        }
-        drop(in_flight);
-        // Each unique result moves to its first position; later duplicates get clones.
-        let mut out = Vec::with_capacity(ids.len());
-        let mut used = vec![false; unique.len()];
-        let mut last_use = vec![0usize; unique.len()];
-        for (pos, slot) in slot_of.iter().enumerate() {
-            last_use[*slot] = pos;
-        }
-        for (pos, slot) in slot_of.into_iter().enumerate() {
-            let r = if last_use[slot] == pos {
-                results[slot].take().expect("each slot answered once")
-            } else {
-                results[slot].clone().expect("each slot answered once")
-            };
-            used[slot] = true;
-            out.push(r);
-        }
-        out
+            .buffer_unordered(concurrency)
     }
+}
+
+impl Client {
+    /// [`Client::get_many_stream`] running on a task of its own, in chunks: each item holds
+    /// every answer that arrived since the previous item (at least one; answers gather for
+    /// up to a millisecond). The queries never wait for the consumer, so a binding can turn
+    /// one chunk into its language's objects on its own thread while the batch keeps its
+    /// concurrency. An item is an error only if the batch's task panicked. Dropping the
+    /// stream aborts the queries still in flight. Must be polled on a tokio runtime (the
+    /// batch is spawned onto it on the first poll).
+    pub fn get_many_chunks<S: AsRef<str>>(
+        &self,
+        kind: TaskKind,
+        ids: &[S],
+        concurrency: usize,
+    ) -> impl Stream<Item = Result<Vec<BatchItem>>> + Send + 'static {
+        let batch = self.get_many_stream(kind, ids, concurrency);
+        let state: ChunkState<_> = (Some(batch), None);
+        futures::stream::unfold(state, |(start, running)| async move {
+            let (mut rx, mut work) = match (start, running) {
+                (Some(batch), _) => {
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    let work = tokio::spawn(async move {
+                        let mut batch = std::pin::pin!(batch);
+                        while let Some(item) = batch.next().await {
+                            if tx.send(item).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    (rx, AbortOnDrop(work))
+                }
+                (None, Some(running)) => running,
+                (None, None) => return None,
+            };
+            match rx.recv().await {
+                Some(first) => {
+                    tokio::time::sleep(CHUNK_GATHER).await;
+                    let mut chunk = vec![first];
+                    while chunk.len() < MAX_CHUNK {
+                        match rx.try_recv() {
+                            Ok(item) => chunk.push(item),
+                            Err(_) => break,
+                        }
+                    }
+                    Some((Ok(chunk), (None, Some((rx, work)))))
+                }
+                // The batch is over; had its task panicked, some ids would be unanswered.
+                None => match (&mut work.0).await {
+                    Ok(()) => None,
+                    Err(_) => Some((Err(Error::from_panic()), (None, None))),
+                },
+            }
+        })
+    }
+}
+
+/// How long the answers of one chunk gather: a consumer woken per millisecond rather than
+/// per answer.
+const CHUNK_GATHER: Duration = Duration::from_millis(1);
+/// Most answers in one chunk.
+const MAX_CHUNK: usize = 4096;
+
+type ChunkState<B> = (
+    Option<B>,
+    Option<(UnboundedReceiver<BatchItem>, AbortOnDrop)>,
+);
+
+/// Aborts the spawned batch when the chunk stream is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One answer of [`Client::get_many_stream`].
+#[derive(Debug)]
+pub struct BatchItem {
+    /// Every position of the id in the input (more than one when it was given twice).
+    pub positions: Vec<usize>,
+    /// The task, or the error of that id.
+    pub result: Result<Task>,
 }

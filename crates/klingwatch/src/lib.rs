@@ -22,6 +22,7 @@ pub mod task;
 pub mod wait;
 
 pub use auth::{sign_jwt, Clock, Credentials, ManualClock, Secret, SystemClock, TokenProvider};
+pub use batch::BatchItem;
 pub use callback::{
     parse_callback, parse_callback_as, sign_webhook, verify_webhook, verify_webhook_at,
 };
@@ -29,7 +30,7 @@ pub use client::{Client, ClientBuilder, ExternalIdLookup, Region};
 pub use create::{validate_create_body, ImageGenerationRequest};
 pub use error::{Error, ErrorKind, Result, RetryAction, CODE_TABLE};
 pub use retry::RetryPolicy;
-pub use task::{validate_task_id, Image, Task, TaskKind, TaskStatus, Video};
+pub use task::{validate_task_id, Image, RawAsText, RawJson, Task, TaskKind, TaskStatus, Video};
 pub use tokio_util::sync::CancellationToken;
 pub use wait::{OnUpdate, TaskUpdate, WaitOptions, WatchOptions};
 

@@ -153,21 +153,52 @@ impl Serialize for TaskKind {
 /// The stable snake_case object of [`Task::to_json`], written field by field (no tree).
 impl Serialize for Task {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct View<'a> {
-            id: &'a str,
-            kind: TaskKind,
-            status: &'a TaskStatus,
-            is_terminal: bool,
-            status_msg: &'a Option<String>,
-            external_task_id: &'a Option<String>,
-            created_at_ms: Option<i64>,
-            updated_at_ms: Option<i64>,
-            final_unit_deduction: &'a Option<String>,
-            images: &'a [Image],
-            videos: &'a [Video],
-            raw: &'a RawJson,
+        self.view(RawOut::Object(&self.raw)).serialize(s)
+    }
+}
+
+/// [`Task::with_raw_as_text`].
+pub struct RawAsText<'a>(&'a Task);
+
+impl Serialize for RawAsText<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.view(RawOut::Text(self.0.raw.as_str())).serialize(s)
+    }
+}
+
+/// How `raw` is written: as the JSON object, or as a JSON string holding its text.
+enum RawOut<'a> {
+    Object(&'a RawJson),
+    Text(&'a str),
+}
+
+impl Serialize for RawOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            RawOut::Object(raw) => raw.serialize(s),
+            RawOut::Text(text) => s.serialize_str(text),
         }
+    }
+}
+
+#[derive(Serialize)]
+struct View<'a> {
+    id: &'a str,
+    kind: TaskKind,
+    status: &'a TaskStatus,
+    is_terminal: bool,
+    status_msg: &'a Option<String>,
+    external_task_id: &'a Option<String>,
+    created_at_ms: Option<i64>,
+    updated_at_ms: Option<i64>,
+    final_unit_deduction: &'a Option<String>,
+    images: &'a [Image],
+    videos: &'a [Video],
+    raw: RawOut<'a>,
+}
+
+impl Task {
+    fn view<'a>(&'a self, raw: RawOut<'a>) -> View<'a> {
         View {
             id: &self.id,
             kind: self.kind,
@@ -180,9 +211,14 @@ impl Serialize for Task {
             final_unit_deduction: &self.final_unit_deduction,
             images: &self.images,
             videos: &self.videos,
-            raw: &self.raw,
+            raw,
         }
-        .serialize(s)
+    }
+
+    /// The object of [`Task::to_json`] with `raw` as a JSON string of the object's text
+    /// instead of the object: for a binding that parses `raw` only when it is read.
+    pub fn with_raw_as_text(&self) -> RawAsText<'_> {
+        RawAsText(self)
     }
 }
 

@@ -356,6 +356,64 @@ async fn get_many_with_converts_each_result_once_in_input_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_many_chunks_answers_every_position_and_stops_when_dropped() {
+    let h = H::start().await;
+    let a = h.seed_status("succeed").await;
+    let b = h.seed_status("failed").await;
+    let slow = h.seed_status("processing").await;
+    h.fault(json!({"fault": "delay", "times": 0, "delay_ms": 3000, "match": {"task_id": slow}}))
+        .await;
+    let ids = vec![
+        a.clone(),
+        b.clone(),
+        "x/y".to_string(),
+        a.clone(),
+        slow.clone(),
+    ];
+    let mut chunks = Box::pin(
+        h.client()
+            .get_many_chunks(TaskKind::ImageGeneration, &ids, 8),
+    );
+    let mut seen: HashMap<Vec<usize>, String> = HashMap::new();
+    while seen.len() < 3 {
+        let chunk = tokio::time::timeout(Duration::from_secs(2), chunks.next())
+            .await
+            .expect("the fast answers come before the slow one")
+            .expect("the stream is not over")
+            .expect("no panic");
+        assert!(!chunk.is_empty(), "a chunk holds at least one answer");
+        for item in chunk {
+            let shown = match item.result {
+                Ok(t) => format!("{}={}", t.id, t.status),
+                Err(e) => format!("error:{}", e.kind().as_str()),
+            };
+            assert!(seen.insert(item.positions, shown).is_none(), "each id once");
+        }
+    }
+    assert_eq!(seen[&vec![0, 3]], format!("{a}=succeed"));
+    assert_eq!(seen[&vec![1]], format!("{b}=failed"));
+    assert_eq!(seen[&vec![2]], "error:invalid_request");
+    // Dropping the stream aborts the query still in flight: the emulator sees the client
+    // go away (499) long before its 3 s delay ends.
+    drop(chunks);
+    let started = std::time::Instant::now();
+    let statuses = loop {
+        let statuses: Vec<i64> = h
+            .requests()
+            .await
+            .iter()
+            .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with(&slow)))
+            .filter_map(|r| r["status"].as_i64())
+            .collect();
+        if !statuses.is_empty() || started.elapsed() > Duration::from_secs(2) {
+            break statuses;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(statuses, [499], "the slow query was dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_a_thousand_tasks() {
     let h = H::start().await;
     fast_lifecycle(&h).await;

@@ -37,10 +37,12 @@ def _k(kind: KindLike) -> str:
     return str(kind.value if isinstance(kind, TaskKind) else kind)
 
 
-def _tasks_or_errors(items: List[Any]) -> List[Union[Task, KlingError]]:
-    """A native batch (per id, a task record or the id's KlingError) as Tasks and errors."""
+def _place(out: List[Any], chunk: Any) -> None:
+    """Puts one native batch chunk, a list of ``(input position, task record or the id's
+    KlingError)``, into ``out``. An id given twice gets equal, separate Tasks."""
     task = Task._from_native
-    return [x if isinstance(x, KlingError) else task(x) for x in items]
+    for p, r in chunk:
+        out[p] = r if isinstance(r, KlingError) else task(r)
 
 
 def _json(value: Any) -> str:
@@ -191,7 +193,16 @@ class Client(_Base):
         concurrency: int = 16,
     ) -> List[Union[Task, KlingError]]:
         """One Task or KlingError per id, in order (a bad id never fails the batch)."""
-        return _tasks_or_errors(self._native.get_many(_k(kind), list(task_ids), int(concurrency)))
+        ids = list(task_ids)
+        out: List[Any] = [None] * len(ids)
+        # Each chunk of answers becomes Tasks here while the rest of the batch is in flight.
+        it = self._native.get_many_chunks(_k(kind), ids, int(concurrency))
+        try:
+            for chunk in it:
+                _place(out, chunk)
+        finally:
+            it.close()
+        return out
 
     def create_task(self, kind: KindLike, body: Mapping[str, Any]) -> Task:
         return Task._from_native(self._native.create_task(_k(kind), _json(dict(body))))
@@ -379,8 +390,18 @@ class AsyncClient(_Base):
         kind: KindLike = "image_generation",
         concurrency: int = 16,
     ) -> List[Union[Task, KlingError]]:
-        items = await self._native.get_many_async(_k(kind), list(task_ids), int(concurrency))
-        return _tasks_or_errors(items)
+        """One Task or KlingError per id, in order (a bad id never fails the batch)."""
+        ids = list(task_ids)
+        out: List[Any] = [None] * len(ids)
+        it = self._native.get_many_chunks(_k(kind), ids, int(concurrency))
+        try:
+            while True:
+                chunk = await it.next_async()
+                if chunk is None:
+                    return out
+                _place(out, chunk)
+        finally:
+            it.close()
 
     async def create_task(self, kind: KindLike, body: Mapping[str, Any]) -> Task:
         data = await self._native.create_task_async(_k(kind), _json(dict(body)))

@@ -21,8 +21,9 @@ __all__ = [
 ]
 
 _TaskRecord = Tuple[Any, ...]
-# A task record, an update (task record, previous status), or the error of a failure.
-_Item = Union[Tuple[Any, ...], KlingError]
+# A task record, an update (task record, previous status), the error of a failure, or a
+# batch chunk: [(input position, task record or error)].
+_Item = Union[Tuple[Any, ...], KlingError, List[Tuple[int, Any]]]
 
 @final
 
@@ -46,9 +47,9 @@ class NativeClient:
     def get_task(self, kind: str, task_id: str) -> _TaskRecord: ...
     def get_task_by_external_id(self, kind: str, external_task_id: str) -> _TaskRecord: ...
     def list_tasks(self, kind: str, page: int, page_size: int) -> List[_TaskRecord]: ...
-    def get_many(
+    def get_many_chunks(
         self, kind: str, task_ids: Sequence[str], concurrency: int
-    ) -> List[Union[_TaskRecord, KlingError]]: ...
+    ) -> StreamIter: ...
     def create_task(self, kind: str, body: str) -> _TaskRecord: ...
     def download_results(
         self, kind: str, task: str, directory: Union[str, PathLike[str]]
@@ -82,9 +83,6 @@ class NativeClient:
         self, kind: str, external_task_id: str
     ) -> Awaitable[_TaskRecord]: ...
     def list_tasks_async(self, kind: str, page: int, page_size: int) -> Awaitable[List[_TaskRecord]]: ...
-    def get_many_async(
-        self, kind: str, task_ids: Sequence[str], concurrency: int
-    ) -> Awaitable[List[Union[_TaskRecord, KlingError]]]: ...
     def create_task_async(self, kind: str, body: str) -> Awaitable[_TaskRecord]: ...
     def download_results_async(
         self, kind: str, task: str, directory: Union[str, PathLike[str]]
