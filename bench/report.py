@@ -92,7 +92,9 @@ def section(a, rows, extra):
         "same language on the same target, `× wrk` to the load generator on the same target. CPU per "
         "query and peak RSS are the client process's (`/usr/bin/time`: user + sys over the ids, "
         "start-up included). `load` is the 1-minute load average just before the run: other builds "
-        "shared the machine, so compare ratios within one target rather than absolute figures.",
+        "shared the machine, so compare ratios within one target rather than absolute figures."
+        + (f" Each klingwatch client (bold) ran {a.reps} times per target; its row is the median run "
+           "by req/s." if a.reps > 1 else ""),
         "",
     ]
     by_target = {}
@@ -230,12 +232,12 @@ def costs(extra):
 
 def main():
     p = argparse.ArgumentParser()
-    for k in ("results", "extra", "date", "machine", "command", "n", "docs-n", "concurrency",
-              "wrk-duration", "n-watch"):
+    for k in ("results", "extra", "date", "machine", "command", "reps", "n", "docs-n",
+              "concurrency", "wrk-duration", "n-watch"):
         p.add_argument("--" + k, required=True)
     p.add_argument("--doc")
     a = p.parse_args()
-    a.n, a.docs_n, a.concurrency = int(a.n), int(a.docs_n), int(a.concurrency)
+    a.n, a.docs_n, a.concurrency, a.reps = int(a.n), int(a.docs_n), int(a.concurrency), int(a.reps)
     N_WATCH[0] = int(a.n_watch)
     rows = load(a.results)
     extra = []

@@ -207,3 +207,27 @@ def test_breaking_out_of_async_watch_stops_polling(aclient: AsyncClient, mock_ur
     time.sleep(0.5)
     assert len(requests_for(mock_url, tid)) == n
     pin(mock_url, tid, "succeed")
+
+
+def test_exit_waits_for_native_tasks_still_in_flight(mock_url: str) -> None:
+    # An AsyncClient task resolves its asyncio future with the GIL held: were the interpreter
+    # finalizing by then, the process would abort. At exit, klingwatch waits for such tasks.
+    import subprocess
+    import sys
+
+    tid = seed(mock_url, "succeed")
+    ctl(mock_url, "POST", "/faults", {"fault": "delay", "delay_ms": 400, "match": {"task_id": tid}})
+    script = f"""
+import asyncio
+from klingwatch import AsyncClient
+c = AsyncClient(access_key={AK!r}, secret_key={SK!r}, base_url={mock_url!r})
+async def start():
+    return c._native.get_task_async("image_generation", {tid!r})  # left in flight
+loop = asyncio.new_event_loop()
+loop.run_until_complete(start())
+"""
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - start >= 0.35, "the exit did not wait for the request"
+    assert [r["status"] for r in requests_for(mock_url, tid)] == [200]

@@ -61,6 +61,12 @@ impl pyo3_async_runtimes::generic::Runtime for KwRuntime {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
+        // Counted from now until the task is done or dropped (see `quiesce`).
+        let task = InFlight::enter();
+        let fut = async move {
+            let _task = task;
+            fut.await
+        };
         // Every async entry point calls `runtime()?` before converting its future, so this
         // only re-reads the per-process runtime.
         match runtime() {
@@ -73,11 +79,58 @@ impl pyo3_async_runtimes::generic::Runtime for KwRuntime {
     where
         F: FnOnce() + Send + 'static,
     {
+        // pyo3-async-runtimes resolves asyncio futures from here: counted as well.
+        let task = InFlight::enter();
+        let f = move || {
+            let _task = task;
+            f()
+        };
         match runtime() {
             Ok(rt) => rt.spawn_blocking(f),
             Err(_) => tokio::task::spawn_blocking(f),
         }
     }
+}
+
+/// The `AsyncClient` tasks alive on the runtime (spawned, or blocking ones). Such a task takes
+/// the GIL when it ends (to resolve its asyncio future): were it to do so while the
+/// interpreter finalizes, the thread would be torn down inside Rust and the process abort.
+/// `_quiesce`, run at exit, waits for them.
+struct InFlight;
+
+static IN_FLIGHT: (Mutex<usize>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+
+impl InFlight {
+    fn enter() -> InFlight {
+        *IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut n = IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            IN_FLIGHT.1.notify_all();
+        }
+    }
+}
+
+/// Waits (GIL released) until no `AsyncClient` task is left on the runtime, at most
+/// `timeout` seconds; returns whether none is left. Registered with `atexit` by
+/// `AsyncClient`, so the interpreter never finalizes under a task about to take the GIL.
+#[pyfunction]
+fn _quiesce(py: Python<'_>, timeout: f64) -> PyResult<bool> {
+    let timeout = secs("timeout", timeout)?;
+    Ok(py.detach(|| {
+        let n = IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (n, _) = IN_FLIGHT
+            .1
+            .wait_timeout_while(n, timeout, |n| *n > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        *n == 0
+    }))
 }
 
 impl pyo3_async_runtimes::generic::ContextExt for KwRuntime {
@@ -903,5 +956,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(error_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(task_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(_quiesce, m)?)?;
     Ok(())
 }

@@ -45,6 +45,20 @@ def _place(out: List[Any], chunk: Any) -> None:
         out[p] = r if isinstance(r, KlingError) else task(r)
 
 
+_AT_EXIT: List[bool] = []
+
+
+def _wait_for_async_tasks_at_exit() -> None:
+    """Once per process: at interpreter exit, wait (at most 2 s) for the native tasks of
+    AsyncClient calls to end. Such a task takes the GIL as it ends, to resolve its asyncio
+    future, and doing so while the interpreter finalizes would abort the process."""
+    if not _AT_EXIT:
+        import atexit
+
+        atexit.register(_native._quiesce, 2.0)
+        _AT_EXIT.append(True)
+
+
 def _json(value: Any) -> str:
     import json  # only the create and download paths need it; keeps `import klingwatch` lean
 
@@ -121,6 +135,7 @@ class _Base:
         self.__build = build
         self.__native = build()
         self.__pid = os.getpid()
+        _wait_for_async_tasks_at_exit()
 
     @property
     def _native(self) -> Any:
