@@ -62,16 +62,17 @@ function call(fn) {
   }
 }
 
-/**
- * A Task as the JS face shows it. The native layer sends the core's stable snake_case task
- * object (`id, kind, status, is_terminal, status_msg, external_task_id, created_at_ms,
- * updated_at_ms, final_unit_deduction, images, videos, raw`); this constructor is the
- * binding's conversion to the camelCase properties.
- */
 // Set in Task's static block (they need its private fields).
 let RAW_PROPERTY;
 let rawTextOf;
 
+/**
+ * A Task as the JS face shows it. The native layer sends the core's stable snake_case task
+ * object (`id, kind, status, is_terminal, status_msg, external_task_id, created_at_ms,
+ * updated_at_ms, final_unit_deduction, images, videos, raw`, with `raw` as the JSON text of
+ * the server's object, parsed on first read); this constructor is the
+ * binding's conversion to the camelCase properties.
+ */
 class Task {
   // The server's object as JSON text, parsed into `raw` on first read (most batch users never
   // read it, and one string per task is far lighter than its object tree).
@@ -311,12 +312,16 @@ class Client {
 
   /** Saves the images/videos of a succeeded task into `dir`; resolves the file paths. */
   async downloadResults(task, dir, { signal } = {}) {
-    if (task == null || typeof task !== 'object' || task.raw == null || typeof task.kind !== 'string') {
+    // A Task hands over the server's object as received while `raw` was never read (no parse
+    // and re-serialise); a plain object with `kind` and `raw` is accepted as well.
+    const raw =
+      task instanceof Task ? rawTextOf(task)
+      : task != null && typeof task === 'object' && task.raw != null ? JSON.stringify(task.raw)
+      : undefined;
+    if (raw === undefined || typeof task.kind !== 'string') {
       throw new KlingError('downloadResults needs a Task (from getTask, wait, ...)', { kind: 'invalid_request' });
     }
     const n = this[NATIVE];
-    // The server's object as received while `raw` was never read (no parse and re-serialise).
-    const raw = task instanceof Task ? rawTextOf(task) : JSON.stringify(task.raw);
     return withSignal(signal, (c) => n.downloadResults(task.kind, raw, path.resolve(String(dir)), c));
   }
 

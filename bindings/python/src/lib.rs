@@ -61,7 +61,7 @@ impl pyo3_async_runtimes::generic::Runtime for KwRuntime {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        // Counted from now until the task is done or dropped (see `quiesce`).
+        // Counted from now until the task is done or dropped (see `_quiesce`).
         let task = InFlight::enter();
         let fut = async move {
             let _task = task;
@@ -92,44 +92,55 @@ impl pyo3_async_runtimes::generic::Runtime for KwRuntime {
     }
 }
 
-/// The `AsyncClient` tasks alive on the runtime (spawned, or blocking ones). Such a task takes
-/// the GIL when it ends (to resolve its asyncio future): were it to do so while the
+/// The `AsyncClient` tasks alive on this process's runtime (spawned, or blocking ones). Such a
+/// task takes the GIL when it ends (to resolve its asyncio future): were it to do so while the
 /// interpreter finalizes, the thread would be torn down inside Rust and the process abort.
-/// `_quiesce`, run at exit, waits for them.
+/// `_quiesce`, run at exit, waits for them. Counted per process: a child of `os.fork()` has
+/// none of its parent's tasks.
 struct InFlight;
 
-static IN_FLIGHT: (Mutex<usize>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+/// `(process id, tasks)`, and the condition `_quiesce` waits on.
+static IN_FLIGHT: (Mutex<(u32, usize)>, std::sync::Condvar) =
+    (Mutex::new((0, 0)), std::sync::Condvar::new());
 
 impl InFlight {
     fn enter() -> InFlight {
-        *IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        let pid = std::process::id();
+        let mut g = IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0 != pid {
+            *g = (pid, 0);
+        }
+        g.1 += 1;
         InFlight
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut n = IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner());
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            IN_FLIGHT.1.notify_all();
+        let mut g = IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0 == std::process::id() {
+            g.1 = g.1.saturating_sub(1);
+            if g.1 == 0 {
+                IN_FLIGHT.1.notify_all();
+            }
         }
     }
 }
 
-/// Waits (GIL released) until no `AsyncClient` task is left on the runtime, at most
-/// `timeout` seconds; returns whether none is left. Registered with `atexit` by
-/// `AsyncClient`, so the interpreter never finalizes under a task about to take the GIL.
+/// Waits (GIL released) until no `AsyncClient` task of this process is left on the runtime,
+/// at most `timeout` seconds; returns whether none is left. The clients register it with
+/// `atexit`, so the interpreter never finalizes under a task about to take the GIL.
 #[pyfunction]
 fn _quiesce(py: Python<'_>, timeout: f64) -> PyResult<bool> {
     let timeout = secs("timeout", timeout)?;
     Ok(py.detach(|| {
-        let n = IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (n, _) = IN_FLIGHT
+        let pid = std::process::id();
+        let g = IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (g, _) = IN_FLIGHT
             .1
-            .wait_timeout_while(n, timeout, |n| *n > 0)
+            .wait_timeout_while(g, timeout, |g| g.0 == pid && g.1 > 0)
             .unwrap_or_else(|p| p.into_inner());
-        *n == 0
+        g.0 != pid || g.1 == 0
     }))
 }
 

@@ -1,11 +1,9 @@
 //! Batch status queries: many ids, bounded concurrency, one result per id in input order.
 
 use std::collections::HashMap;
-
-use futures::stream::{Stream, StreamExt};
-
 use std::time::Duration;
 
+use futures::stream::{Stream, StreamExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
@@ -106,9 +104,7 @@ impl Client {
             })
             .buffer_unordered(concurrency)
     }
-}
 
-impl Client {
     /// [`Client::get_many_stream`] running on a task of its own, in chunks: each item holds
     /// every answer that arrived since the previous item (at least one; answers gather for
     /// up to a millisecond). The queries never wait for the consumer, so a binding can turn
