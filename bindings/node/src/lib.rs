@@ -169,8 +169,9 @@ fn update_json(u: &TaskUpdate) -> klingwatch::Result<String> {
     })
 }
 
-/// One entry of `getMany`'s array: `{"task": {...}}` or `{"error": {...}}` (the camelCase
-/// error payload of [`error_value`]; errors are rare, so building their value is fine).
+/// One entry of a `getManyStream` chunk: `{"task": {...}}` or `{"error": {...}}` (the
+/// camelCase error payload of [`error_value`]; errors are rare, so building their value is
+/// fine).
 #[derive(Serialize)]
 enum ManyEntry<'a> {
     #[serde(rename = "task")]
@@ -179,39 +180,19 @@ enum ManyEntry<'a> {
     Error(Value),
 }
 
-/// The JSON text of one `getMany` entry.
-fn many_entry_json(r: klingwatch::Result<Task>) -> String {
-    let entry = match &r {
-        Ok(t) => ManyEntry::Task(t.with_raw_as_text()),
-        Err(e) => ManyEntry::Error(error_value(e)),
-    };
-    // Serialising a task cannot fail in practice; should it, the entry becomes an error.
-    json_text(&entry)
-        .unwrap_or_else(|e| serde_json::json!({ "error": error_value(&e) }).to_string())
-}
-
-/// One chunk of `getManyStream`: `[[positions, entry], ...]`.
-fn chunk_json(chunk: Vec<BatchItem>) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(chunk.len() * 1024 + 2);
-    out.push('[');
-    for (i, BatchItem { positions, result }) in chunk.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("[[");
-        for (j, p) in positions.iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{p}");
-        }
-        out.push_str("],");
-        out.push_str(&many_entry_json(result));
-        out.push(']');
-    }
-    out.push(']');
-    out
+/// One chunk of `getManyStream`: `[[positions, entry], ...]`, written by serde in one pass.
+fn chunk_json(chunk: Vec<BatchItem>) -> klingwatch::Result<String> {
+    let entries: Vec<(&[usize], ManyEntry<'_>)> = chunk
+        .iter()
+        .map(|item| {
+            let entry = match &item.result {
+                Ok(t) => ManyEntry::Task(t.with_raw_as_text()),
+                Err(e) => ManyEntry::Error(error_value(e)),
+            };
+            (item.positions.as_slice(), entry)
+        })
+        .collect();
+    json_text(&entries)
 }
 
 fn cancelled_error() -> Error {
@@ -566,7 +547,7 @@ impl NativeClient {
             let c = self.inner.clone();
             let chunks = c
                 .get_many_chunks(kind, &task_ids, concurrency.max(1) as usize)
-                .map(|r| r.map(chunk_json));
+                .map(|r| r.and_then(chunk_json));
             Ok(NativeStream::new(Box::pin(chunks), token))
         })
     }

@@ -224,7 +224,11 @@ fn run_on<T: Send + 'static>(
     fut: impl std::future::Future<Output = klingwatch::Result<T>> + Send + 'static,
 ) -> PyResult<T> {
     if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(nested_call_error());
+        return Err(to_py(Error::config(
+            "a blocking klingwatch call cannot run inside another one (for example from the \
+             on_update callback of Client.wait): record the update in the callback and call \
+             the client after wait returns, or use AsyncClient",
+        )));
     }
     let rt = runtime()?;
     let out = py.detach(|| {
@@ -270,16 +274,6 @@ fn run_on<T: Send + 'static>(
         Ok(r) => r.map_err(to_py),
         Err(interrupted) => Err(interrupted),
     }
-}
-
-/// A blocking call made from inside another one (an `on_update` callback calling the client),
-/// which would otherwise deadlock or panic.
-fn nested_call_error() -> PyErr {
-    to_py(Error::config(
-        "a blocking klingwatch call cannot run inside another one (for example from the \
-         on_update callback of Client.wait): record the update in the callback and call \
-         the client after wait returns, or use AsyncClient",
-    ))
 }
 
 /// Converts a core error into the matching `klingwatch.errors` exception.
@@ -835,7 +829,7 @@ fn task_from_json(kind: &str, raw: &str) -> PyResult<Task> {
     Task::from_json_slice(kind, raw.as_bytes()).map_err(to_py)
 }
 
-/// A core stream of tasks or updates (see [`PyItem`]), iterable both ways: `__next__` blocks with the GIL released,
+/// A core stream of tasks, updates or batch chunks (see [`PyItem`]), iterable both ways: `__next__` blocks with the GIL released,
 /// `__anext__` is an awaitable. `close()` (or dropping it) stops the polling behind it.
 #[pyclass(frozen, module = "klingwatch._native")]
 struct StreamIter {

@@ -12,7 +12,6 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use crate::auth::{
@@ -20,7 +19,7 @@ use crate::auth::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::{parse_retry_after, should_retry, Idempotency, RetryBudget, RetryPolicy};
-use crate::task::{text_json_type, validate_task_id, Task, TaskKind};
+use crate::task::{not_an_object, text_json_type, validate_task_id, Task, TaskKind};
 
 /// Env var overriding the base URL.
 pub const ENV_BASE_URL: &str = "KLING_BASE_URL";
@@ -280,9 +279,6 @@ impl ClientBuilder {
             ));
         }
         let base_url = parsed.as_str().trim_end_matches('/').to_owned();
-        // Each request's URL is this one with its path set: the scheme and host are parsed
-        // once, here, not per request.
-        let base_path = parsed.path().trim_end_matches('/').to_owned();
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::config("timeouts must be positive"));
         }
@@ -319,7 +315,6 @@ impl ClientBuilder {
                 http,
                 base_url,
                 base: parsed,
-                base_path,
                 auth,
                 budget,
                 retry: self.retry,
@@ -339,9 +334,8 @@ impl ClientBuilder {
 pub(crate) struct Inner {
     pub(crate) http: reqwest::Client,
     pub(crate) base_url: String,
-    /// `base_url` parsed, and its path (no trailing `/`): see [`Client::url`].
+    /// `base_url` parsed once: each request only sets its path (see [`Client::url`]).
     base: url::Url,
-    base_path: String,
     pub(crate) auth: TokenProvider,
     pub(crate) budget: RetryBudget,
     pub(crate) retry: RetryPolicy,
@@ -479,32 +473,26 @@ impl Answer {
     pub(crate) fn task(self, kind: TaskKind) -> Result<Task> {
         match self.data {
             Some(raw) => Task::from_raw(kind, raw),
-            None => Task::from_value(kind, Value::Null),
+            None => Err(not_an_object("null")),
         }
     }
 
-    /// `data` as a list of task objects.
-    pub(crate) fn tasks(self, kind: TaskKind) -> Result<Vec<Task>> {
-        let got = self.json_type();
-        let items: Vec<Box<RawValue>> = match &self.data {
-            Some(raw) if got == "an array" => serde_json::from_str(raw.get()).map_err(|e| {
-                Error::new(
-                    ErrorKind::Decode,
-                    format!("cannot read the list of tasks: {e}"),
-                )
-                .with_source(e)
-            })?,
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::Decode,
-                    format!("expected a list of tasks, got {got}"),
-                ))
-            }
-        };
-        items
-            .into_iter()
-            .map(|raw| Task::from_raw(kind, raw))
-            .collect()
+    /// `data` as a list, each entry still as text (a task object, for [`Task::from_raw`]).
+    pub(crate) fn items(self) -> Result<Vec<Box<RawValue>>> {
+        match self.data {
+            Some(raw) if text_json_type(raw.get()) == "an array" => serde_json::from_str(raw.get())
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Decode,
+                        format!("cannot read the list of tasks: {e}"),
+                    )
+                    .with_source(e)
+                }),
+            _ => Err(Error::new(
+                ErrorKind::Decode,
+                format!("expected a list of tasks, got {}", self.json_type()),
+            )),
+        }
     }
 }
 
@@ -611,10 +599,9 @@ impl Client {
     /// The URL of `path` (an API path; any task id in it was validated).
     fn url(&self, path: &str) -> url::Url {
         let mut url = self.inner.base.clone();
-        if self.inner.base_path.is_empty() {
-            url.set_path(path);
-        } else {
-            url.set_path(&format!("{}{path}", self.inner.base_path));
+        match self.inner.base.path().trim_end_matches('/') {
+            "" => url.set_path(path),
+            prefix => url.set_path(&format!("{prefix}{path}")),
         }
         url
     }
@@ -789,8 +776,8 @@ impl Client {
         if answer.json_type() != "an array" {
             return answer.task(kind);
         }
-        match answer.tasks(kind)?.into_iter().next() {
-            Some(task) => Ok(task),
+        match answer.items()?.into_iter().next() {
+            Some(raw) => Task::from_raw(kind, raw),
             None => Err(Error::new(
                 ErrorKind::NotFound,
                 format!("no task with external_task_id {external_task_id:?}"),
@@ -816,7 +803,11 @@ impl Client {
         let answer = self.execute(call).await?;
         match answer.json_type() {
             "null" => Ok(Vec::new()),
-            _ => answer.tasks(kind),
+            _ => answer
+                .items()?
+                .into_iter()
+                .map(|raw| Task::from_raw(kind, raw))
+                .collect(),
         }
     }
 

@@ -403,7 +403,7 @@ impl Serialize for RawJson {
     }
 }
 
-fn not_an_object(got: &str) -> Error {
+pub(crate) fn not_an_object(got: &str) -> Error {
     Error::new(
         ErrorKind::Decode,
         format!("expected a task object, got {got}"),

@@ -3,6 +3,7 @@ GIL released."""
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import (
     TYPE_CHECKING,
@@ -48,18 +49,10 @@ def _place(out: List[Any], chunk: Any) -> None:
         out[p] = r if isinstance(r, KlingError) else task(r)
 
 
-_AT_EXIT: List[bool] = []
-
-
-def _wait_for_async_tasks_at_exit() -> None:
-    """Once per process: at interpreter exit, wait (at most 2 s) for the native tasks of
-    AsyncClient calls to end. Such a task takes the GIL as it ends, to resolve its asyncio
-    future, and doing so while the interpreter finalizes would abort the process."""
-    if not _AT_EXIT:
-        import atexit
-
-        atexit.register(_native._quiesce, 2.0)
-        _AT_EXIT.append(True)
+# At interpreter exit, wait (at most 2 s) for the native tasks of AsyncClient calls to end:
+# such a task takes the GIL as it ends, to resolve its asyncio future, and doing so while the
+# interpreter finalizes would abort the process. Returns at once when none is in flight.
+atexit.register(_native._quiesce, 2.0)
 
 
 def _json(value: Any) -> str:
@@ -138,7 +131,6 @@ class _Base:
         self.__build = build
         self.__native = build()
         self.__pid = os.getpid()
-        _wait_for_async_tasks_at_exit()
 
     @property
     def _native(self) -> Any:
