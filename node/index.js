@@ -67,58 +67,69 @@ let RAW_PROPERTY;
 let rawTextOf;
 
 /**
- * A Task as the JS face shows it. The native layer sends the core's stable snake_case task
- * object (`id, kind, status, is_terminal, status_msg, external_task_id, created_at_ms,
- * updated_at_ms, final_unit_deduction, images, videos, raw`, with `raw` as the JSON text of
- * the server's object, parsed on first read); this constructor is the
- * binding's conversion to the camelCase properties.
+ * A Task as the JS face shows it. The native layer writes each task in this final camelCase
+ * shape (`bindings/node`'s `JsTask`: the one mapping of the core's fields), so the constructor
+ * only copies the properties. The server's object comes as JSON text (`raw`) or, from
+ * `getMany`, as the byte span `rawStart..rawEnd` of its chunk's buffer; either way it is
+ * parsed into `raw` on first read.
  */
 class Task {
-  // The server's object as JSON text, parsed into `raw` on first read (most batch users never
-  // read it, and one string per task is far lighter than its object tree).
-  #rawText;
+  // The server's object, unparsed: a JSON string, or a Buffer with the span of its text (a
+  // getMany chunk's buffer, outside the JS heap; kept until `raw` is read).
+  #rawSource;
+  #rawStart;
+  #rawEnd;
   #raw;
 
-  constructor(v) {
-    const created = v.created_at_ms ?? null;
-    const updated = v.updated_at_ms ?? null;
+  constructor(v, raws) {
+    const created = v.createdAtMs ?? null;
+    const updated = v.updatedAtMs ?? null;
     this.id = v.id;
     this.kind = v.kind;
     this.status = v.status;
-    this.statusMsg = v.status_msg ?? null;
-    this.externalTaskId = v.external_task_id ?? null;
+    this.statusMsg = v.statusMsg ?? null;
+    this.externalTaskId = v.externalTaskId ?? null;
     this.createdAt = created === null ? null : new Date(created);
     this.updatedAt = updated === null ? null : new Date(updated);
     this.createdAtMs = created;
     this.updatedAtMs = updated;
-    this.finalUnitDeduction = v.final_unit_deduction ?? null;
-    this.images = imagesOf(v.images);
-    this.videos = videosOf(v.videos);
-    if (typeof v.raw === 'string') this.#rawText = v.raw;
-    else this.#raw = v.raw ?? {};
+    this.finalUnitDeduction = v.finalUnitDeduction ?? null;
+    this.images = v.images ?? [];
+    this.videos = v.videos ?? [];
+    if (typeof v.raw === 'string') {
+      this.#rawSource = v.raw;
+    } else if (raws !== undefined && v.rawStart !== undefined) {
+      this.#rawSource = raws;
+      this.#rawStart = v.rawStart;
+      this.#rawEnd = v.rawEnd;
+    } else {
+      this.#raw = v.raw ?? {};
+    }
     // An own enumerable property, in its place among the others (Object.keys, JSON.stringify,
     // spread and structuredClone all see it), parsed when first read.
     Object.defineProperty(this, 'raw', RAW_PROPERTY);
-    this.isTerminal = Boolean(v.is_terminal);
+    this.isTerminal = Boolean(v.isTerminal);
   }
 
   static {
+    const textOf = (task) =>
+      typeof task.#rawSource === 'string' ? task.#rawSource : task.#rawSource.toString('utf8', task.#rawStart, task.#rawEnd);
     RAW_PROPERTY = {
       enumerable: true,
       configurable: true,
       get() {
         if (this.#raw === undefined) {
-          this.#raw = JSON.parse(this.#rawText);
-          this.#rawText = undefined;
+          this.#raw = JSON.parse(textOf(this));
+          this.#rawSource = undefined;
         }
         return this.#raw;
       },
       set(value) {
         this.#raw = value;
-        this.#rawText = undefined;
+        this.#rawSource = undefined;
       },
     };
-    rawTextOf = (task) => (task.#raw === undefined ? task.#rawText : JSON.stringify(task.#raw));
+    rawTextOf = (task) => (task.#raw === undefined ? textOf(task) : JSON.stringify(task.#raw));
   }
 
   /** Shows `raw` as its value (not as an accessor) in console.log and util.inspect. */
@@ -128,11 +139,8 @@ class Task {
   }
 }
 
-const imagesOf = (list) =>
-  (list || []).map((i) => ({ index: i.index, url: i.url, watermarkUrl: i.watermark_url ?? null }));
-
-const videosOf = (list) =>
-  (list || []).map((x) => ({ id: x.id, url: x.url, watermarkUrl: x.watermark_url ?? null, durationS: x.duration_s ?? null }));
+/** The fields of a native task with images and videos of their own (for a repeated id). */
+const freshCopy = (v) => ({ ...v, images: v.images.map((i) => ({ ...i })), videos: v.videos.map((x) => ({ ...x })) });
 
 const taskOf = (text) => new Task(JSON.parse(text));
 
@@ -346,11 +354,13 @@ class Client {
     const list = Array.from(ids, String);
     const out = new Array(list.length);
     // Chunks of answers are converted here while the rest of the batch is in flight.
-    const chunks = drain(signal, (c) => n.getManyStream(kind, list, concurrency, c), JSON.parse);
-    for await (const chunk of chunks) {
-      for (const [positions, r] of chunk) {
-        // An id given twice gets equal, separate objects.
-        for (const p of positions) out[p] = r.task ? new Task(r.task) : KlingError.fromPayload(r.error);
+    const chunks = drain(signal, (c) => n.getManyStream(kind, list, concurrency, c), (x) => x);
+    for await (const { json, raws } of chunks) {
+      for (const [positions, r] of JSON.parse(json)) {
+        // An id given twice gets equal, separate objects (images and videos included).
+        for (let k = 0; k < positions.length; k++) {
+          out[positions[k]] = r.task ? new Task(k === 0 ? r.task : freshCopy(r.task), raws) : KlingError.fromPayload(r.error);
+        }
       }
     }
     return out;

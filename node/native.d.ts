@@ -38,9 +38,9 @@ export declare class NativeClient {
   listTasks(kind: string | undefined | null, page: number, pageSize: number, cancel?: number | undefined | null): Promise<string>
   /**
    * `getMany` as the core's `get_many_chunks`, which JS converts while the rest of the
-   * batch is in flight: a stream whose items are JSON arrays of `[positions, entry]`
-   * (every input position of one id, and its `{"task"}` or `{"error"}` entry). Closing
-   * the stream (or cancelling its token) aborts the queries.
+   * batch is in flight: a stream of [`NativeChunk`]s, whose `json` is an array of
+   * `[positions, entry]` (every input position of one id, and its `{"task"}` or `{"error"}`
+   * entry). Closing the stream (or cancelling its token) aborts the queries.
    */
   getManyStream(kind: string | undefined | null, taskIds: Array<string>, concurrency: number, cancel?: number | undefined | null): NativeStream
   /** `body` is the JSON text of the create request (snake_case wire fields). */
@@ -49,13 +49,13 @@ export declare class NativeClient {
 }
 
 /**
- * A pull-style stream for JS async iterators: `next()` resolves the next item (a JSON text)
- * or `null` at the end, and rejects with the item's error (which ends the stream).
+ * A pull-style stream for JS async iterators: `next()` resolves the next item (a JSON text,
+ * or a chunk for `getManyStream`) or `null` at the end, and rejects with the item's error (which ends the stream).
  * `close()` (or the object being collected) drops the Rust stream, which stops its poller.
  */
 export declare class NativeStream {
   /** The next item, or null once the stream ended (or was closed). */
-  next(): Promise<string | null>
+  next(): Promise<string | NativeChunk | null>
   /** Ends the stream now: its Rust work (polling) stops. */
   close(): void
 }
@@ -74,6 +74,18 @@ export declare function errorForApi(httpStatus: number, code: number | undefined
 
 /** The stable names of every error kind, in the core's order. */
 export declare function errorKinds(): Array<string>
+
+/**
+ * One chunk of `getManyStream`: `json` is `[[positions, entry], ...]`, written by serde in
+ * one pass, and `raws` holds the server's objects of its tasks, back to back, as received:
+ * each task entry gives its span. The buffer is handed to JS without a copy and lives outside
+ * the JS heap, so the garbage collector never copies the raw texts; a `Task` keeps its
+ * chunk's buffer until its `raw` is read.
+ */
+export interface NativeChunk {
+  json: string
+  raws: Buffer
+}
 
 /** Options of `new NativeClient(...)`. */
 export interface NativeClientOptions {

@@ -84,6 +84,47 @@ test('getMany over many chunks answers every position in input order', async () 
   assert.notEqual(out[301], out[0]);
 });
 
+test('getMany tasks carry every field and the exact raw object, non-ASCII text included', async () => {
+  // The raw texts travel beside the chunk's JSON as UTF-8 byte spans: multi-byte characters
+  // before, inside and after each span must not shift the next one.
+  const msgs = ['生成失败：内容不合规', 'ok "quoted" \\ back\\slash', 'émoji 🦊 end', ''];
+  const seeded = [];
+  for (const [i, msg] of msgs.entries()) {
+    seeded.push(await seed(mock.url, { status: i === 0 ? 'failed' : 'succeed', status_msg: msg, watermark: i === 1, extra: { note: `第${i}号 ✓`, n: i } }));
+  }
+  const video = await seed(mock.url, { kind: 'text2video', status: 'succeed', duration: '5.1' });
+  const images = await client.getMany(seeded, { concurrency: 4 });
+  const [v] = await client.getMany([video], { kind: 'text_to_video' });
+  for (const [i, t] of images.entries()) {
+    const one = await client.getTask(seeded[i]);
+    assert.ok(t instanceof kw.Task);
+    assert.equal(t.statusMsg, msgs[i]);
+    assert.equal(t.raw.task_status_msg, msgs[i]);
+    assert.equal(t.raw.note, `第${i}号 ✓`);
+    assert.deepEqual(t.raw, one.raw);
+    assert.deepEqual({ ...t }, { ...one });
+  }
+  assert.equal(images[0].status, 'failed');
+  assert.equal(images[0].isTerminal, true);
+  assert.ok(images[1].images.length > 0 && images[1].images.every((im) => typeof im.watermarkUrl === 'string'));
+  assert.ok(images[2].images.every((im) => im.watermarkUrl === null));
+  assert.deepEqual(Object.keys(images[1].images[0]), ['index', 'url', 'watermarkUrl']);
+  assert.equal(v.kind, 'text_to_video');
+  assert.equal(v.videos.length, 1);
+  assert.deepEqual(Object.keys(v.videos[0]), ['id', 'url', 'watermarkUrl', 'durationS']);
+  assert.equal(v.videos[0].durationS, 5.1);
+});
+
+test('a repeated id gets images of its own', async () => {
+  const id = await seed(mock.url, { status: 'succeed', n: 2 });
+  const [a, b] = await client.getMany([id, id]);
+  assert.deepEqual(a, b);
+  assert.notEqual(a.images, b.images);
+  assert.notEqual(a.images[0], b.images[0]);
+  a.images[0].url = 'changed';
+  assert.notEqual(b.images[0].url, 'changed');
+});
+
 test('raw is parsed on first read and still behaves as an own property', async () => {
   const created = { id: await seed(mock.url, { status: 'succeed' }) };
   const [t] = await client.getMany([created.id]);

@@ -1,8 +1,9 @@
 //! Node bindings for klingwatch (napi-rs). Every rule lives in the core crate; this only converts.
 //!
-//! Tasks cross the boundary as JSON text written straight from the core's `Serialize` impl of
-//! `Task` (its stable snake_case object, no value tree); the JS layer's `Task` constructor maps
-//! it to the camelCase properties. Errors are thrown as a JS `Error` whose message is
+//! Tasks cross the boundary as JSON text written by serde straight from the core's `Task` (no
+//! value tree), already in the camelCase shape of the JS `Task` ([`JsTask`]: this binding's
+//! one mapping of the core's fields); the server's object travels as its received text, inline
+//! for a single task and, in a `getMany` chunk, beside the JSON in one buffer. Errors are thrown as a JS `Error` whose message is
 //! `KLINGWATCH_ERROR:` followed by a JSON payload (kind, message, httpStatus, klingCode,
 //! requestId, taskId, retryable, attempts); `index.js` turns it into a `KlingError`.
 //! Cancellation goes through numbered cancel tokens: the JS layer makes one per call with an
@@ -18,9 +19,10 @@ use std::time::Duration;
 
 use futures::stream::{Stream, StreamExt};
 use klingwatch::{
-    BatchItem, Error, ErrorKind, RawAsText, Task, TaskKind, TaskUpdate, WaitOptions, WatchOptions,
+    BatchItem, Error, ErrorKind, Image, Task, TaskKind, TaskStatus, TaskUpdate, Video, WaitOptions,
+    WatchOptions,
 };
-use napi::bindgen_prelude::within_runtime_if_available;
+use napi::bindgen_prelude::{within_runtime_if_available, Buffer, Either};
 use napi_derive::napi;
 use serde::Serialize;
 use serde_json::Value;
@@ -61,7 +63,7 @@ fn error_value(err: &Error) -> Value {
 
 /// Renames the snake_case keys of the core's JSON to camelCase: the top-level keys and those
 /// of nested objects, never the keys inside `raw` (the server's own object). Only errors go
-/// through it; tasks are sent in snake_case and renamed by the JS `Task` constructor.
+/// through it (rare, so building their value is fine); tasks are written as [`JsTask`].
 fn camel_keys(v: Value) -> Value {
     fn camel(k: &str) -> String {
         let mut out = String::with_capacity(k.len());
@@ -150,49 +152,168 @@ fn json_text<T: Serialize + ?Sized>(v: &T) -> klingwatch::Result<String> {
     })
 }
 
-/// A task as JSON text: the core's stable snake_case object, with `raw` as a JSON string of
-/// the server's object (`Task::with_raw_as_text`): the JS `Task` parses it on first read.
+/// A task as the JS `Task` constructor reads it: the camelCase properties of the public API,
+/// in their final form (the constructor copies them; `images` and `videos` are used as
+/// parsed), and the server's object either inline as JSON text (`raw`) or as the byte span
+/// `rawStart..rawEnd` of its chunk's buffer (`getMany`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsTask<'a> {
+    id: &'a str,
+    kind: TaskKind,
+    status: &'a TaskStatus,
+    is_terminal: bool,
+    status_msg: &'a Option<String>,
+    external_task_id: &'a Option<String>,
+    created_at_ms: Option<i64>,
+    updated_at_ms: Option<i64>,
+    final_unit_deduction: &'a Option<String>,
+    images: JsImages<'a>,
+    videos: JsVideos<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_start: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_end: Option<usize>,
+}
+
+impl<'a> JsTask<'a> {
+    /// `raw` inline as JSON text.
+    fn new(t: &'a Task) -> JsTask<'a> {
+        JsTask::with_raw(t, Some(t.raw.as_str()), None)
+    }
+
+    /// `raw` as the span `start..end` of the chunk's buffer.
+    fn spanned(t: &'a Task, start: usize, end: usize) -> JsTask<'a> {
+        JsTask::with_raw(t, None, Some((start, end)))
+    }
+
+    fn with_raw(t: &'a Task, raw: Option<&'a str>, span: Option<(usize, usize)>) -> JsTask<'a> {
+        JsTask {
+            id: &t.id,
+            kind: t.kind,
+            status: &t.status,
+            is_terminal: t.is_terminal(),
+            status_msg: &t.status_msg,
+            external_task_id: &t.external_task_id,
+            created_at_ms: t.created_at_ms,
+            updated_at_ms: t.updated_at_ms,
+            final_unit_deduction: &t.final_unit_deduction,
+            images: JsImages(&t.images),
+            videos: JsVideos(&t.videos),
+            raw,
+            raw_start: span.map(|s| s.0),
+            raw_end: span.map(|s| s.1),
+        }
+    }
+}
+
+/// `images` as `[{index, url, watermarkUrl}]`.
+struct JsImages<'a>(&'a [Image]);
+
+impl Serialize for JsImages<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct JsImage<'a> {
+            index: u32,
+            url: &'a str,
+            watermark_url: &'a Option<String>,
+        }
+        s.collect_seq(self.0.iter().map(|i| JsImage {
+            index: i.index,
+            url: &i.url,
+            watermark_url: &i.watermark_url,
+        }))
+    }
+}
+
+/// `videos` as `[{id, url, watermarkUrl, durationS}]`.
+struct JsVideos<'a>(&'a [Video]);
+
+impl Serialize for JsVideos<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct JsVideo<'a> {
+            id: &'a str,
+            url: &'a str,
+            watermark_url: &'a Option<String>,
+            duration_s: Option<f64>,
+        }
+        s.collect_seq(self.0.iter().map(|v| JsVideo {
+            id: &v.id,
+            url: &v.url,
+            watermark_url: &v.watermark_url,
+            duration_s: v.duration_s,
+        }))
+    }
+}
+
+/// A task as JSON text ([`JsTask`], `raw` inline).
 fn task_json(task: &Task) -> klingwatch::Result<String> {
-    json_text(&task.with_raw_as_text())
+    json_text(&JsTask::new(task))
 }
 
 /// A status change: `{"task": {...}, "previous": "submitted" | null}`.
 fn update_json(u: &TaskUpdate) -> klingwatch::Result<String> {
     #[derive(Serialize)]
     struct UpdateView<'a> {
-        task: RawAsText<'a>,
+        task: JsTask<'a>,
         previous: Option<&'a str>,
     }
     json_text(&UpdateView {
-        task: u.task.with_raw_as_text(),
+        task: JsTask::new(&u.task),
         previous: u.previous.as_ref().map(|s| s.as_str()),
     })
 }
 
 /// One entry of a `getManyStream` chunk: `{"task": {...}}` or `{"error": {...}}` (the
-/// camelCase error payload of [`error_value`]; errors are rare, so building their value is
-/// fine).
+/// camelCase error payload of [`error_value`]).
 #[derive(Serialize)]
 enum ManyEntry<'a> {
     #[serde(rename = "task")]
-    Task(RawAsText<'a>),
+    Task(JsTask<'a>),
     #[serde(rename = "error")]
     Error(Value),
 }
 
-/// One chunk of `getManyStream`: `[[positions, entry], ...]`, written by serde in one pass.
-fn chunk_json(chunk: Vec<BatchItem>) -> klingwatch::Result<String> {
+/// One chunk of `getManyStream`: `json` is `[[positions, entry], ...]`, written by serde in
+/// one pass, and `raws` holds the server's objects of its tasks, back to back, as received:
+/// each task entry gives its span. The buffer is handed to JS without a copy and lives outside
+/// the JS heap, so the garbage collector never copies the raw texts; a `Task` keeps its
+/// chunk's buffer until its `raw` is read.
+#[napi(object)]
+pub struct NativeChunk {
+    pub json: String,
+    pub raws: Buffer,
+}
+
+fn chunk_out(chunk: Vec<BatchItem>) -> klingwatch::Result<NativeChunk> {
+    let size = chunk
+        .iter()
+        .map(|i| i.result.as_ref().map_or(0, |t| t.raw.as_str().len()))
+        .sum();
+    let mut raws = Vec::with_capacity(size);
     let entries: Vec<(&[usize], ManyEntry<'_>)> = chunk
         .iter()
         .map(|item| {
             let entry = match &item.result {
-                Ok(t) => ManyEntry::Task(t.with_raw_as_text()),
+                Ok(t) => {
+                    let start = raws.len();
+                    raws.extend_from_slice(t.raw.as_str().as_bytes());
+                    ManyEntry::Task(JsTask::spanned(t, start, raws.len()))
+                }
                 Err(e) => ManyEntry::Error(error_value(e)),
             };
             (item.positions.as_slice(), entry)
         })
         .collect();
-    json_text(&entries)
+    Ok(NativeChunk {
+        json: json_text(&entries)?,
+        raws: raws.into(),
+    })
 }
 
 fn cancelled_error() -> Error {
@@ -391,7 +512,7 @@ impl NativeClient {
             let stream = self
                 .inner
                 .iter_tasks(kind, page_size)
-                .map(|r| r.and_then(|t| task_json(&t)));
+                .map(|r| r.and_then(|t| task_json(&t)).map(Either::A));
             Ok(NativeStream::new(Box::pin(stream), token_of(cancel)))
         })
     }
@@ -418,7 +539,7 @@ impl NativeClient {
             // The core spawns its poller on the runtime: enter it.
             let stream =
                 within_runtime_if_available(move || c.wait_updates(kind, &task_id, options))
-                    .map(|r| r.and_then(|u| update_json(&u)));
+                    .map(|r| r.and_then(|u| update_json(&u)).map(Either::A));
             Ok(NativeStream::new(Box::pin(stream), token))
         })
     }
@@ -454,7 +575,7 @@ impl NativeClient {
             options.cancel = token.clone();
             let c = self.inner.clone();
             let stream = within_runtime_if_available(move || c.watch(kind, task_ids, options))
-                .map(|r| r.and_then(|u| update_json(&u)));
+                .map(|r| r.and_then(|u| update_json(&u)).map(Either::A));
             Ok(NativeStream::new(Box::pin(stream), token))
         })
     }
@@ -523,16 +644,16 @@ impl NativeClient {
                 async move { c.list_tasks(kind, page, page_size).await },
             )
             .await
-            .and_then(|ts| json_text(&ts.iter().map(Task::with_raw_as_text).collect::<Vec<_>>()))
+            .and_then(|ts| json_text(&ts.iter().map(JsTask::new).collect::<Vec<_>>()))
             .map_err(to_js)
         })
         .await
     }
 
     /// `getMany` as the core's `get_many_chunks`, which JS converts while the rest of the
-    /// batch is in flight: a stream whose items are JSON arrays of `[positions, entry]`
-    /// (every input position of one id, and its `{"task"}` or `{"error"}` entry). Closing
-    /// the stream (or cancelling its token) aborts the queries.
+    /// batch is in flight: a stream of [`NativeChunk`]s, whose `json` is an array of
+    /// `[positions, entry]` (every input position of one id, and its `{"task"}` or `{"error"}`
+    /// entry). Closing the stream (or cancelling its token) aborts the queries.
     #[napi(catch_unwind)]
     pub fn get_many_stream(
         &self,
@@ -547,7 +668,7 @@ impl NativeClient {
             let c = self.inner.clone();
             let chunks = c
                 .get_many_chunks(kind, &task_ids, concurrency.max(1) as usize)
-                .map(|r| r.and_then(chunk_json));
+                .map(|r| r.and_then(chunk_out).map(Either::B));
             Ok(NativeStream::new(Box::pin(chunks), token))
         })
     }
@@ -625,10 +746,12 @@ fn wait_options(
 
 // ---- streams ----------------------------------------------------------------------------------
 
-type ItemStream = Pin<Box<dyn Stream<Item = klingwatch::Result<String>> + Send>>;
+/// An item of a [`NativeStream`]: a JSON text (a task, an update) or a `getMany` chunk.
+type StreamItem = Either<String, NativeChunk>;
+type ItemStream = Pin<Box<dyn Stream<Item = klingwatch::Result<StreamItem>> + Send>>;
 
-/// A pull-style stream for JS async iterators: `next()` resolves the next item (a JSON text)
-/// or `null` at the end, and rejects with the item's error (which ends the stream).
+/// A pull-style stream for JS async iterators: `next()` resolves the next item (a JSON text,
+/// or a chunk for `getManyStream`) or `null` at the end, and rejects with the item's error (which ends the stream).
 /// `close()` (or the object being collected) drops the Rust stream, which stops its poller.
 #[napi]
 pub struct NativeStream {
@@ -651,7 +774,7 @@ impl NativeStream {
 impl NativeStream {
     /// The next item, or null once the stream ended (or was closed).
     #[napi]
-    pub async fn next(&self) -> napi::Result<Option<String>> {
+    pub async fn next(&self) -> napi::Result<Option<Either<String, NativeChunk>>> {
         guard_async(async move {
             let stream = self.stream.clone();
             let closed = self.closed.clone();
@@ -667,7 +790,7 @@ impl NativeStream {
                 item = s.next() => item,
             };
             match item {
-                Some(Ok(text)) => Ok(Some(text)),
+                Some(Ok(item)) => Ok(Some(item)),
                 Some(Err(e)) => {
                     *slot = None;
                     Err(to_js(e))
