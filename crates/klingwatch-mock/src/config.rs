@@ -95,6 +95,9 @@ pub struct MockConfig {
     pub tls: bool,
     /// When `tls`, write the CA certificate PEM that clients must trust to this path.
     pub ca_pem_path: Option<PathBuf>,
+    /// When `tls`, offer only HTTP/1.1 in ALPN (a server without HTTP/2, as some proxies and
+    /// load balancers are).
+    pub http1_only: bool,
     /// Accepted AccessKey/SecretKey pairs.
     pub accounts: Vec<Account>,
     /// Accepted API keys (sent as-is as the bearer token).
@@ -118,6 +121,7 @@ impl Default for MockConfig {
             port: 0,
             tls: false,
             ca_pem_path: None,
+            http1_only: false,
             accounts: vec![Account::new(DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY)],
             api_keys: vec![DEFAULT_API_KEY.to_string()],
             timing: Timing::default(),
@@ -137,6 +141,7 @@ impl std::fmt::Debug for MockConfig {
             .field("port", &self.port)
             .field("tls", &self.tls)
             .field("ca_pem_path", &self.ca_pem_path)
+            .field("http1_only", &self.http1_only)
             .field("accounts", &self.accounts)
             .field(
                 "api_keys",

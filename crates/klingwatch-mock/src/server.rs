@@ -77,7 +77,7 @@ impl MockServer {
             tracing::warn!("a CA output path is set but TLS is off: no CA is written");
         }
         let tls = if config.tls {
-            Some(tls::generate(&host)?)
+            Some(tls::generate(&host, config.http1_only)?)
         } else {
             None
         };

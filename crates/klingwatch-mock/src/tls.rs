@@ -25,7 +25,7 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 
 /// Generate a CA and a server certificate valid for `localhost`, `127.0.0.1`, `::1` and
 /// `extra_host` (when it is something else).
-pub(crate) fn generate(extra_host: &str) -> io::Result<TlsSetup> {
+pub(crate) fn generate(extra_host: &str, http1_only: bool) -> io::Result<TlsSetup> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(other)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "klingwatch-mock test CA");
@@ -73,7 +73,11 @@ pub(crate) fn generate(extra_host: &str) -> io::Result<TlsSetup> {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(other)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = if http1_only {
+        vec![b"http/1.1".to_vec()]
+    } else {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    };
     Ok(TlsSetup {
         ca_pem: ca_cert.pem(),
         acceptor: TlsAcceptor::from(Arc::new(config)),

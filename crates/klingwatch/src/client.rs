@@ -18,6 +18,7 @@ use crate::auth::{
     Clock, Credentials, SystemClock, TokenProvider, DEFAULT_REFRESH_MARGIN, DEFAULT_TTL_SECS,
 };
 use crate::error::{Error, ErrorKind, Result};
+use crate::h2::{DirectH2, Received};
 use crate::retry::{parse_retry_after, should_retry, Idempotency, RetryBudget, RetryPolicy};
 use crate::task::{not_an_object, text_json_type, validate_task_id, Task, TaskKind};
 
@@ -289,7 +290,7 @@ impl ClientBuilder {
             None => USER_AGENT.to_owned(),
         };
         let mut http = reqwest::Client::builder()
-            .user_agent(ua)
+            .user_agent(ua.clone())
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .tcp_nodelay(true)
@@ -309,6 +310,7 @@ impl ClientBuilder {
         let http = http.build().map_err(|e| {
             Error::config(format!("cannot build the HTTP client: {e}")).with_source(e)
         })?;
+        let direct = DirectH2::for_base(&parsed, &self.ca_pem, self.connect_timeout, &ua)?;
         let budget = RetryBudget::new(self.retry.budget_capacity, self.retry.budget_ratio);
         Ok(Client {
             inner: Arc::new(Inner {
@@ -326,6 +328,7 @@ impl ClientBuilder {
                 max_body_bytes: self.max_body_bytes,
                 timeout: self.timeout,
                 pool: PoolGate::default(),
+                direct,
             }),
         })
     }
@@ -345,6 +348,8 @@ pub(crate) struct Inner {
     pub(crate) max_body_bytes: usize,
     pub(crate) timeout: Duration,
     pub(crate) pool: PoolGate,
+    /// The direct HTTP/2 transport of API calls over TLS (`None`: reqwest carries them all).
+    direct: Option<DirectH2>,
 }
 
 /// How long an idle connection stays in the pool.
@@ -608,6 +613,44 @@ impl Client {
 
     async fn send_once(&self, call: &Call<'_>, auth: HeaderValue) -> Result<Answer> {
         let url = self.url(&call.path);
+        let received = match &self.inner.direct {
+            Some(direct) if direct.available() => {
+                let mut full = url.clone();
+                if !call.query.is_empty() {
+                    full.query_pairs_mut()
+                        .extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
+                }
+                let inner = &*self.inner;
+                let sent = direct
+                    .send(
+                        &call.method,
+                        &full,
+                        &auth,
+                        call.body.as_ref(),
+                        inner.timeout,
+                        inner.max_body_bytes,
+                    )
+                    .await?;
+                match sent {
+                    Some(r) => r,
+                    // The server does not offer HTTP/2: reqwest carries this call and the next.
+                    None => Box::pin(self.send_reqwest(call, url, auth)).await?,
+                }
+            }
+            // Boxed: reqwest's request state is large; every caller's future would carry it.
+            _ => Box::pin(self.send_reqwest(call, url, auth)).await?,
+        };
+        self.inner.pool.responded();
+        self.answer(received)
+    }
+
+    /// Sends `call` to `url` with reqwest (plain HTTP, proxies, servers without HTTP/2).
+    async fn send_reqwest(
+        &self,
+        call: &Call<'_>,
+        url: url::Url,
+        auth: HeaderValue,
+    ) -> Result<Received> {
         let mut req = self
             .inner
             .http
@@ -654,6 +697,21 @@ impl Client {
                 Err(e) => return Err(transport_error(e).with_http_status(status)),
             }
         }
+        Ok(Received {
+            status,
+            retry_after,
+            body: body.freeze(),
+        })
+    }
+
+    /// The answer of an HTTP exchange: the envelope's `data` on success, else the error its
+    /// HTTP status and business code make.
+    fn answer(&self, received: Received) -> Result<Answer> {
+        let Received {
+            status,
+            retry_after,
+            body,
+        } = received;
         match serde_json::from_slice::<Envelope>(&body) {
             Ok(env) if (200..300).contains(&status) && env.code == Some(0) => Ok(Answer {
                 data: env.data,

@@ -17,6 +17,7 @@ pub mod client;
 pub mod create;
 pub mod download;
 pub mod error;
+mod h2;
 pub mod retry;
 pub mod task;
 pub mod wait;

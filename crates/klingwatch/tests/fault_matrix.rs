@@ -134,6 +134,16 @@ fn check(row: &Value, op: &str, obs: &Observed) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_row_agrees_for_status_query_and_batch() {
+    matrix_status_query_and_batch(H::start().await).await;
+}
+
+/// The same rows over TLS, where API calls take the direct HTTP/2 transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_row_agrees_for_status_query_and_batch_over_tls() {
+    matrix_status_query_and_batch(H::start_tls().await).await;
+}
+
+async fn matrix_status_query_and_batch(h: H) {
     let doc = matrix();
     let rows = doc["rows"].as_array().unwrap();
     let errors = vector("errors.json");
@@ -141,7 +151,6 @@ async fn every_fault_row_agrees_for_status_query_and_batch() {
         rows.len() >= errors["rows"].as_array().unwrap().len() + 10,
         "the matrix covers every error-table row plus transport faults"
     );
-    let h = H::start().await;
     let cfg = &doc["client"];
     let runs = rows.iter().flat_map(|row| {
         let h = &h;
@@ -248,9 +257,18 @@ fn client_for(h: &H, cfg: &Value) -> klingwatch::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_row_agrees_for_wait() {
+    matrix_wait(H::start().await).await;
+}
+
+/// The same rows over TLS, where API calls take the direct HTTP/2 transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_row_agrees_for_wait_over_tls() {
+    matrix_wait(H::start_tls().await).await;
+}
+
+async fn matrix_wait(h: H) {
     let doc = matrix();
     let rows = doc["rows"].as_array().unwrap();
-    let h = H::start().await;
     let cfg = &doc["client"];
     let runs = rows.iter().map(|row| {
         let h = &h;
@@ -290,9 +308,18 @@ async fn every_fault_row_agrees_for_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_row_agrees_for_create() {
+    matrix_create(H::start().await).await;
+}
+
+/// The same rows over TLS, where API calls take the direct HTTP/2 transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_row_agrees_for_create_over_tls() {
+    matrix_create(H::start_tls().await).await;
+}
+
+async fn matrix_create(h: H) {
     let doc = matrix();
     let rows = doc["rows"].as_array().unwrap();
-    let h = H::start().await;
     let cfg = &doc["client"];
     let client = client_for(&h, cfg);
     let mut failures = Vec::new();

@@ -12,10 +12,14 @@ async fn tls_server_is_trusted_only_with_its_ca() {
     let h = H::start_tls().await;
     assert!(h.url.starts_with("https://"), "{}", h.url);
     let ca = h.mock.ca_pem().expect("a CA in TLS mode");
-    let untrusted = h.builder().max_retries(0).build().unwrap();
+    let untrusted = h.untrusting_builder().max_retries(0).build().unwrap();
     let err = untrusted.get_image_task("123").await.unwrap_err();
     assert_eq!(err.kind().as_str(), "connection", "{err}");
-    let trusted = h.builder().ca_cert_pem(ca.into_bytes()).build().unwrap();
+    let trusted = h
+        .untrusting_builder()
+        .ca_cert_pem(ca.into_bytes())
+        .build()
+        .unwrap();
     let err = trusted.get_image_task("123").await.unwrap_err();
     assert_eq!(
         err.kind().as_str(),
@@ -23,7 +27,7 @@ async fn tls_server_is_trusted_only_with_its_ca() {
         "TLS handshake passed, the server answered: {err}"
     );
     let bad = h
-        .builder()
+        .untrusting_builder()
         .ca_cert_pem(b"not a pem".to_vec())
         .build()
         .unwrap_err();
@@ -183,4 +187,36 @@ fn newest_updated_at_wins_when_updates_arrive_out_of_order() {
     // Same timestamp: a terminal status beats a non-terminal one.
     assert!(t("processing", 3000).is_superseded_by(&t("succeed", 3000)));
     assert!(!t("succeed", 3000).is_superseded_by(&t("processing", 3000)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_without_http2_is_served_over_http1() {
+    // API calls over TLS go on a direct HTTP/2 connection when the server offers HTTP/2 in
+    // ALPN; a server that offers only HTTP/1.1 gets every call through reqwest instead.
+    let h = H::start_with(klingwatch_mock::MockConfig {
+        tls: true,
+        http1_only: true,
+        ..Default::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(h.seed_status("succeed").await);
+    }
+    let client = h.builder().max_retries(0).build().unwrap();
+    let out = client.get_many(TaskKind::ImageGeneration, &ids, 8).await;
+    assert!(
+        out.iter().all(|r| r.is_ok()),
+        "{:?}",
+        out.iter().find(|r| r.is_err())
+    );
+    let one = client.get_image_task(&ids[0]).await.unwrap();
+    assert_eq!(one.id, ids[0]);
+    let err = client.get_image_task("no-such-task").await.unwrap_err();
+    assert_eq!(err.kind().as_str(), "not_found", "{err}");
+    let created = client
+        .create_image_task(&klingwatch::ImageGenerationRequest::new("over http/1.1"))
+        .await
+        .unwrap();
+    assert!(!created.id.is_empty());
 }

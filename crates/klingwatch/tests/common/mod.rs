@@ -53,7 +53,17 @@ impl H {
         }
     }
 
+    /// A client builder for this emulator (trusting its CA in TLS mode).
     pub fn builder(&self) -> ClientBuilder {
+        let b = self.untrusting_builder();
+        match self.mock.ca_pem() {
+            Some(ca) => b.ca_cert_pem(ca.into_bytes()),
+            None => b,
+        }
+    }
+
+    /// [`H::builder`] without the emulator's CA.
+    pub fn untrusting_builder(&self) -> ClientBuilder {
         Client::builder()
             .access_key(DEFAULT_ACCESS_KEY)
             .secret_key(DEFAULT_SECRET_KEY)
