@@ -75,7 +75,9 @@ let rawTextOf;
  */
 class Task {
   // The server's object, unparsed: a JSON string, or a Buffer with the span of its text (a
-  // getMany chunk's buffer, outside the JS heap; kept until `raw` is read).
+  // getMany chunk's buffer, outside the JS heap). A Task keeps its chunk's buffer (the raw
+  // texts of up to a few thousand tasks answered in the same millisecond) until its `raw` is
+  // read: keeping a handful of tasks out of a large batch keeps those buffers too.
   #rawSource;
   #rawStart;
   #rawEnd;
@@ -112,14 +114,20 @@ class Task {
   }
 
   static {
-    const textOf = (task) =>
-      typeof task.#rawSource === 'string' ? task.#rawSource : task.#rawSource.toString('utf8', task.#rawStart, task.#rawEnd);
+    // The server's object as JSON text, while it was never read (undefined once parsed or
+    // set).
+    const textOf = (task) => {
+      const src = task.#rawSource;
+      if (src === undefined) return undefined;
+      return typeof src === 'string' ? src : src.toString('utf8', task.#rawStart, task.#rawEnd);
+    };
     RAW_PROPERTY = {
       enumerable: true,
       configurable: true,
       get() {
-        if (this.#raw === undefined) {
-          this.#raw = JSON.parse(textOf(this));
+        const text = textOf(this);
+        if (text !== undefined) {
+          this.#raw = JSON.parse(text);
           this.#rawSource = undefined;
         }
         return this.#raw;
@@ -129,7 +137,11 @@ class Task {
         this.#rawSource = undefined;
       },
     };
-    rawTextOf = (task) => (task.#raw === undefined ? textOf(task) : JSON.stringify(task.#raw));
+    rawTextOf = (task) => {
+      const text = textOf(task);
+      if (text !== undefined) return text;
+      return task.#raw == null ? undefined : JSON.stringify(task.#raw);
+    };
   }
 
   /** Shows `raw` as its value (not as an accessor) in console.log and util.inspect. */

@@ -115,6 +115,16 @@ test('getMany tasks carry every field and the exact raw object, non-ASCII text i
   assert.equal(v.videos[0].durationS, 5.1);
 });
 
+test('setting raw to undefined leaves a Task that downloadResults refuses with a KlingError', async () => {
+  const id = await seed(mock.url, { status: 'succeed' });
+  const [t] = await client.getMany([id]);
+  t.raw = undefined;
+  assert.equal(t.raw, undefined);
+  await assert.rejects(client.downloadResults(t, '/tmp/kw-never'), (e) => e instanceof kw.KlingError && e.kind === 'invalid_request');
+  t.raw = { task_id: id };
+  assert.deepEqual(t.raw, { task_id: id });
+});
+
 test('a repeated id gets images of its own', async () => {
   const id = await seed(mock.url, { status: 'succeed', n: 2 });
   const [a, b] = await client.getMany([id, id]);

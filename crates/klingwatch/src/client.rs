@@ -353,7 +353,7 @@ pub(crate) struct Inner {
 }
 
 /// How long an idle connection stays in the pool.
-const POOL_IDLE: Duration = Duration::from_secs(60);
+pub(crate) const POOL_IDLE: Duration = Duration::from_secs(60);
 /// Without a response for this long, the pool is treated as empty (cold).
 const COLD_AFTER: Duration = Duration::from_secs(50);
 /// After an opening request fails to get any response, callers stop queueing behind a single

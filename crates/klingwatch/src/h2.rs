@@ -4,6 +4,11 @@
 //! whose base URL is `https://` and whose requests do not go through a proxy; reqwest carries
 //! the rest (plain HTTP, proxies, a server that does not offer HTTP/2, result downloads).
 //!
+//! One difference remains: reqwest follows redirects, this transport does not (a 3xx answer
+//! is reported as the error it makes). The Kling API answers its calls directly; a redirect
+//! of an authenticated API call to another origin would lose its `Authorization` header in
+//! reqwest as well.
+//!
 //! Both transports trust the same roots (the platform's plus the client's extra CAs, through
 //! rustls-platform-verifier, as reqwest does), send the same headers and produce the same
 //! [`Received`] or the same error kinds, so the one request path in `client.rs` parses and
@@ -13,11 +18,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use reqwest::header::{
     HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, USER_AGENT,
@@ -25,6 +32,7 @@ use reqwest::header::{
 use reqwest::Method;
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 
+use crate::client::POOL_IDLE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::parse_retry_after;
 
@@ -48,17 +56,25 @@ type Sender = SendRequest<Full<Bytes>>;
 
 pub(crate) struct DirectH2 {
     host: String,
-    port: u16,
+    /// `https://host:port`: what the TCP connector dials (hyper-util's, as reqwest's: every
+    /// resolved address in turn, IPv6 and IPv4 raced after 300 ms, TCP_NODELAY).
+    target: http::Uri,
+    connector: HttpConnector,
     server_name: ServerName<'static>,
     tls: tokio_rustls::TlsConnector,
     connect_timeout: Duration,
     user_agent: HeaderValue,
     /// The open connection, if any (a clone is a handle onto it).
     current: Mutex<Option<Sender>>,
+    /// When a call last took the connection (ms since `epoch`): one idle for longer than
+    /// reqwest's pool keeps them is closed and a new one opened (a NAT or load balancer may
+    /// have dropped it silently).
+    epoch: Instant,
+    last_used: AtomicU64,
     /// One opening at a time; callers that waited on a failed opening fail with it.
     opening: tokio::sync::Mutex<()>,
     failed_openings: AtomicU64,
-    last_failure: Mutex<String>,
+    last_failure: Mutex<(ErrorKind, String)>,
     /// Set when the server did not choose HTTP/2: every call then goes through reqwest.
     unavailable: AtomicBool,
 }
@@ -73,13 +89,20 @@ impl DirectH2 {
         connect_timeout: Duration,
         user_agent: &str,
     ) -> Result<Option<DirectH2>> {
-        if base.scheme() != "https" || proxy_configured() {
+        if base.scheme() != "https" || proxied(base) {
             return Ok(None);
         }
         let Some(host) = base.host_str() else {
             return Ok(None);
         };
         let port = base.port_or_known_default().unwrap_or(443);
+        let target: http::Uri = format!("https://{host}:{port}")
+            .parse()
+            .map_err(|e| Error::config(format!("invalid base URL host: {e}")))?;
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
         // `host_str` keeps an IPv6 literal's brackets; the name to verify goes without them.
         let name = host
             .trim_start_matches('[')
@@ -116,15 +139,18 @@ impl DirectH2 {
             .map_err(|_| Error::config("the user agent is not a valid header value"))?;
         Ok(Some(DirectH2 {
             host: name,
-            port,
+            target,
+            connector,
             server_name,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             connect_timeout,
             user_agent,
             current: Mutex::new(None),
+            epoch: Instant::now(),
+            last_used: AtomicU64::new(0),
             opening: tokio::sync::Mutex::new(()),
             failed_openings: AtomicU64::new(0),
-            last_failure: Mutex::new(String::new()),
+            last_failure: Mutex::new((ErrorKind::Connection, String::new())),
             unavailable: AtomicBool::new(false),
         }))
     }
@@ -134,9 +160,23 @@ impl DirectH2 {
         !self.unavailable.load(Ordering::Relaxed)
     }
 
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The open connection, unless it closed or sat idle too long (then it is let go).
     fn live(&self) -> Option<Sender> {
-        let g = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        g.as_ref().filter(|s| !s.is_closed()).cloned()
+        let mut g = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.now_ms();
+        let idle = now.saturating_sub(self.last_used.load(Ordering::Relaxed));
+        if g.as_ref().is_some_and(|s| s.is_closed()) || idle > POOL_IDLE.as_millis() as u64 {
+            *g = None;
+        }
+        let s = g.as_ref().cloned();
+        if s.is_some() {
+            self.last_used.store(now, Ordering::Relaxed);
+        }
+        s
     }
 
     /// A handle onto the open connection, opening one if needed. `Ok(None)`: the server does
@@ -156,15 +196,16 @@ impl DirectH2 {
         if self.failed_openings.load(Ordering::Acquire) != failures_before {
             // The opening this caller queued behind failed: fail with it rather than try
             // again in series (an unreachable host fails a burst in parallel).
-            let msg = self
+            let (kind, msg) = self
                 .last_failure
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            return Err(Error::new(ErrorKind::Connection, msg).with_retryable(true));
+            return Err(Error::new(kind, msg).with_retryable(true));
         }
         match tokio::time::timeout(self.connect_timeout, self.open()).await {
             Ok(Ok(Some(s))) => {
+                self.last_used.store(self.now_ms(), Ordering::Relaxed);
                 *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
                 Ok(Some(s))
             }
@@ -184,18 +225,19 @@ impl DirectH2 {
     }
 
     fn opening_failed(&self, e: Error) -> Error {
-        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) = e.message().to_owned();
+        *self.last_failure.lock().unwrap_or_else(|e| e.into_inner()) =
+            (e.kind(), e.message().to_owned());
         self.failed_openings.fetch_add(1, Ordering::Release);
         e
     }
 
     /// TCP, TLS (ALPN), then the HTTP/2 handshake; the connection runs on its own task.
     async fn open(&self) -> Result<Option<Sender>> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+        let mut connector = self.connector.clone();
+        let tcp = tower_service::Service::call(&mut connector, self.target.clone())
             .await
-            .map_err(connect_error)?;
-        // Best effort: a socket that refuses the option still works, only slower.
-        let _ = tcp.set_nodelay(true);
+            .map_err(connect_error)?
+            .into_inner();
         let tls = self
             .tls
             .connect(self.server_name.clone(), tcp)
@@ -335,11 +377,14 @@ async fn read(resp: http::Response<hyper::body::Incoming>, cap: usize) -> Result
     })
 }
 
-/// Whether reqwest would route requests through a proxy from the environment.
-fn proxy_configured() -> bool {
-    ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
-        .iter()
-        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+/// Whether reqwest would send requests to `base` through a proxy: the matcher its
+/// `system-proxy` feature uses (the proxy variables, `NO_PROXY` included, and the operating
+/// system's proxy settings where there are any).
+fn proxied(base: &url::Url) -> bool {
+    match base.as_str().parse::<http::Uri>() {
+        Ok(uri) => Matcher::from_system().intercept(&uri).is_some(),
+        Err(_) => true,
+    }
 }
 
 /// The innermost cause's message (what reqwest's errors report as their detail).
@@ -353,7 +398,19 @@ fn detail(e: &(dyn std::error::Error + 'static)) -> String {
     detail
 }
 
+/// A failure to open the connection; a connect timeout is a `timeout`, as reqwest reports it.
 fn connect_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = src {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return Error::new(ErrorKind::Timeout, "request timed out")
+                .with_retryable(true)
+                .with_source(e);
+        }
+        src = s.source();
+    }
     Error::new(
         ErrorKind::Connection,
         format!("connection failed: {}", detail(&e)),
