@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -18,8 +18,8 @@ use crate::auth::{
     Clock, Credentials, SystemClock, TokenProvider, DEFAULT_REFRESH_MARGIN, DEFAULT_TTL_SECS,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::h2::{DirectH2, Received};
-use crate::retry::{parse_retry_after, should_retry, Idempotency, RetryBudget, RetryPolicy};
+use crate::h2::{body_too_large, retry_after_of, timed_out, DirectH2, Received};
+use crate::retry::{should_retry, Idempotency, RetryBudget, RetryPolicy};
 use crate::task::{not_an_object, text_json_type, validate_task_id, Task, TaskKind};
 
 /// Env var overriding the base URL.
@@ -517,17 +517,10 @@ fn snippet(body: &[u8]) -> String {
 
 /// Maps a transport error to a typed error (no URL: it could carry credentials of a proxy).
 pub(crate) fn transport_error(e: reqwest::Error) -> Error {
-    let mut detail = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        detail = s.to_string();
-        src = s.source();
-    }
+    let detail = crate::h2::detail(&e);
     let e = e.without_url();
     if e.is_timeout() {
-        Error::new(ErrorKind::Timeout, "request timed out")
-            .with_retryable(true)
-            .with_source(e)
+        timed_out().with_source(e)
     } else if e.is_builder() {
         Error::new(
             ErrorKind::Config,
@@ -612,19 +605,18 @@ impl Client {
     }
 
     async fn send_once(&self, call: &Call<'_>, auth: HeaderValue) -> Result<Answer> {
-        let url = self.url(&call.path);
+        let mut url = self.url(&call.path);
         let received = match &self.inner.direct {
             Some(direct) if direct.available() => {
-                let mut full = url.clone();
                 if !call.query.is_empty() {
-                    full.query_pairs_mut()
+                    url.query_pairs_mut()
                         .extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
                 }
                 let inner = &*self.inner;
                 let sent = direct
                     .send(
                         &call.method,
-                        &full,
+                        &url,
                         &auth,
                         call.body.as_ref(),
                         inner.timeout,
@@ -633,8 +625,9 @@ impl Client {
                     .await?;
                 match sent {
                     Some(r) => r,
-                    // The server does not offer HTTP/2: reqwest carries this call and the next.
-                    None => Box::pin(self.send_reqwest(call, url, auth)).await?,
+                    // The server does not offer HTTP/2 (found once): reqwest carries this call
+                    // and the next; it adds the query itself.
+                    None => Box::pin(self.send_reqwest(call, self.url(&call.path), auth)).await?,
                 }
             }
             // Boxed: reqwest's request state is large; every caller's future would carry it.
@@ -667,29 +660,17 @@ impl Client {
         let mut resp = req.send().await.map_err(transport_error)?;
         self.inner.pool.responded();
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = retry_after_of(resp.headers());
         let cap = self.inner.max_body_bytes;
         if resp.content_length().is_some_and(|n| n as usize > cap) {
-            return Err(Error::new(
-                ErrorKind::Decode,
-                format!("response body larger than the {cap}-byte limit"),
-            )
-            .with_http_status(status));
+            return Err(body_too_large(cap, status));
         }
         let mut body = BytesMut::new();
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > cap {
-                        return Err(Error::new(
-                            ErrorKind::Decode,
-                            format!("response body larger than the {cap}-byte limit"),
-                        )
-                        .with_http_status(status));
+                        return Err(body_too_large(cap, status));
                     }
                     body.extend_from_slice(&chunk);
                 }

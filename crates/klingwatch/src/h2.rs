@@ -43,6 +43,28 @@ pub(crate) struct Received {
     pub body: Bytes,
 }
 
+/// The `Retry-After` of an answer, as both transports read it.
+pub(crate) fn retry_after_of(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after)
+}
+
+/// The error of an answer whose body exceeds the client's `cap`.
+pub(crate) fn body_too_large(cap: usize, status: u16) -> Error {
+    Error::new(
+        ErrorKind::Decode,
+        format!("response body larger than the {cap}-byte limit"),
+    )
+    .with_http_status(status)
+}
+
+/// A request (or the opening of its connection) that outlasted its deadline.
+pub(crate) fn timed_out() -> Error {
+    Error::new(ErrorKind::Timeout, "request timed out").with_retryable(true)
+}
+
 /// How often an idle-looking connection with requests in flight is pinged, and how long a
 /// ping may go unanswered before the connection counts as dead (its requests fail as
 /// connection errors and the next call opens a new one).
@@ -312,7 +334,7 @@ impl DirectH2 {
         // timeout into the caller's future) costs more than one allocation.
         match tokio::time::timeout(timeout, Box::pin(exchange)).await {
             Ok(r) => r,
-            Err(_) => Err(Error::new(ErrorKind::Timeout, "request timed out").with_retryable(true)),
+            Err(_) => Err(timed_out()),
         }
     }
 }
@@ -320,25 +342,14 @@ impl DirectH2 {
 /// The answer's status, `Retry-After` and body (at most `cap` bytes).
 async fn read(resp: http::Response<hyper::body::Incoming>, cap: usize) -> Result<Received> {
     let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
-    let too_large = || {
-        Error::new(
-            ErrorKind::Decode,
-            format!("response body larger than the {cap}-byte limit"),
-        )
-        .with_http_status(status)
-    };
+    let retry_after = retry_after_of(resp.headers());
     let declared = resp
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > cap as u64) {
-        return Err(too_large());
+        return Err(body_too_large(cap, status));
     }
     let mut incoming = resp.into_body();
     // A body in one DATA frame (the usual case) is kept as it is; more are gathered.
@@ -352,7 +363,7 @@ async fn read(resp: http::Response<hyper::body::Incoming>, cap: usize) -> Result
         };
         len += data.len();
         if len > cap {
-            return Err(too_large());
+            return Err(body_too_large(cap, status));
         }
         match (&mut first, &mut more) {
             (None, _) => first = Some(data),
@@ -387,8 +398,8 @@ fn proxied(base: &url::Url) -> bool {
     }
 }
 
-/// The innermost cause's message (what reqwest's errors report as their detail).
-fn detail(e: &(dyn std::error::Error + 'static)) -> String {
+/// The innermost cause's message: the detail of a transport error, with either transport.
+pub(crate) fn detail(e: &(dyn std::error::Error + 'static)) -> String {
     let mut detail = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
@@ -405,9 +416,7 @@ fn connect_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
         if s.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
         {
-            return Error::new(ErrorKind::Timeout, "request timed out")
-                .with_retryable(true)
-                .with_source(e);
+            return timed_out().with_source(e);
         }
         src = s.source();
     }
