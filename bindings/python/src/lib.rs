@@ -315,40 +315,58 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
 /// watermark_url)`, `videos` of `(id, url, watermark_url, duration_s)`, and `raw` the
 /// server's object as JSON text (parsed only when `Task.raw` is read). A tuple of plain
 /// values costs a fraction of a dict with named keys, and nothing is parsed twice.
-fn task_py(py: Python<'_>, task: Task) -> PyResult<Bound<'_, PyAny>> {
+fn task_py<'py>(py: Python<'py>, task: &Task) -> PyResult<Bound<'py, PyAny>> {
     // Tuples (not lists): `Task` builds its Image/Video lists from them on first read.
     let images = PyTuple::new(
         py,
         task.images
-            .into_iter()
-            .map(|i| (i.index, i.url, i.watermark_url)),
+            .iter()
+            .map(|i| (i.index, i.url.as_str(), i.watermark_url.as_deref())),
     )?;
     let videos = PyTuple::new(
         py,
-        task.videos
-            .into_iter()
-            .map(|v| (v.id, v.url, v.watermark_url, v.duration_s)),
+        task.videos.iter().map(|v| {
+            (
+                v.id.as_str(),
+                v.url.as_str(),
+                v.watermark_url.as_deref(),
+                v.duration_s,
+            )
+        }),
     )?;
     let record = (
-        task.id,
+        task.id.as_str(),
         task.kind.as_str(),
         task.status.as_str(),
-        task.status_msg,
-        task.external_task_id,
+        task.status_msg.as_deref(),
+        task.external_task_id.as_deref(),
         task.created_at_ms,
         task.updated_at_ms,
-        task.final_unit_deduction,
+        task.final_unit_deduction.as_deref(),
         images,
         videos,
-        task.raw.into_string(),
+        task.raw.as_str(),
     );
     Ok(record.into_pyobject(py)?.into_any())
+}
+
+/// Frees what a batch chunk holds on the runtime's worker, which allocated it. Freed on the
+/// Python thread, every string would go back to the worker's malloc arena under that arena's
+/// lock while the worker keeps allocating from it: profiled, a tenth of a `get_many`'s CPU
+/// went to that lock's futex calls (docs/benchmarks.md, 2026-12-02).
+fn free_on_runtime<T: Send + 'static>(items: T) {
+    match runtime() {
+        Ok(rt) => {
+            rt.spawn(async move { drop(items) });
+        }
+        Err(_) => drop(items),
+    }
 }
 
 /// A status change as `(task record, previous status or None)`.
 fn update_py(py: Python<'_>, u: TaskUpdate) -> PyResult<Bound<'_, PyAny>> {
     let previous = u.previous.as_ref().map(|s| s.as_str().to_owned());
-    let task = task_py(py, u.task)?;
+    let task = task_py(py, &u.task)?;
     Ok((task, previous).into_pyobject(py)?.into_any())
 }
 
@@ -361,7 +379,7 @@ impl<'py> IntoPyObject<'py> for PyTask {
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        task_py(py, self.0)
+        task_py(py, &self.0)
     }
 }
 
@@ -374,7 +392,7 @@ impl<'py> IntoPyObject<'py> for PyTasks {
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        py_list(py, self.0, |t| task_py(py, t))
+        py_list(py, self.0, |t| task_py(py, &t))
     }
 }
 
@@ -408,27 +426,28 @@ impl<'py> IntoPyObject<'py> for PyItem {
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
         match self.0 {
-            Ok(Item::Task(t)) => task_py(py, t),
+            Ok(Item::Task(t)) => task_py(py, &t),
             Ok(Item::Update(u)) => update_py(py, u),
             Ok(Item::Chunk(chunk)) => {
                 // One `(position, record or error)` per input position: a duplicate id shares
                 // its (immutable) record tuple but gets an error object of its own.
                 let mut pairs = Vec::with_capacity(chunk.len());
-                for BatchItem { positions, result } in chunk {
+                for BatchItem { positions, result } in &chunk {
                     match result {
                         Ok(task) => {
                             let record = task_py(py, task)?;
                             for p in positions {
-                                pairs.push((p, record.clone()).into_pyobject(py)?.into_any());
+                                pairs.push((*p, record.clone()).into_pyobject(py)?.into_any());
                             }
                         }
                         Err(e) => {
                             for p in positions {
-                                pairs.push((p, py_error(py, &e)).into_pyobject(py)?.into_any());
+                                pairs.push((*p, py_error(py, e)).into_pyobject(py)?.into_any());
                             }
                         }
                     }
                 }
+                free_on_runtime(chunk);
                 Ok(pyo3::types::PyList::new(py, pairs)?.into_any())
             }
             Err(e) => Ok(py_error(py, &e)),
