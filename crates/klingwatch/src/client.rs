@@ -18,7 +18,7 @@ use crate::auth::{
     Clock, Credentials, SystemClock, TokenProvider, DEFAULT_REFRESH_MARGIN, DEFAULT_TTL_SECS,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::h2::{body_too_large, retry_after_of, timed_out, DirectH2, Received};
+use crate::direct::{body_too_large, retry_after_of, timed_out, Direct, Received};
 use crate::retry::{should_retry, Idempotency, RetryBudget, RetryPolicy};
 use crate::task::{not_an_object, text_json_type, validate_task_id, Task, TaskKind};
 
@@ -310,7 +310,7 @@ impl ClientBuilder {
         let http = http.build().map_err(|e| {
             Error::config(format!("cannot build the HTTP client: {e}")).with_source(e)
         })?;
-        let direct = DirectH2::for_base(&parsed, &self.ca_pem, self.connect_timeout, &ua)?;
+        let direct = Direct::for_base(&parsed, &self.ca_pem, self.connect_timeout, &ua)?;
         let budget = RetryBudget::new(self.retry.budget_capacity, self.retry.budget_ratio);
         Ok(Client {
             inner: Arc::new(Inner {
@@ -348,8 +348,8 @@ pub(crate) struct Inner {
     pub(crate) max_body_bytes: usize,
     pub(crate) timeout: Duration,
     pub(crate) pool: PoolGate,
-    /// The direct HTTP/2 transport of API calls over TLS (`None`: reqwest carries them all).
-    direct: Option<DirectH2>,
+    /// The direct transport of API calls (`None`: a proxy applies, reqwest carries them all).
+    direct: Option<Direct>,
 }
 
 /// How long an idle connection stays in the pool.
@@ -517,7 +517,7 @@ fn snippet(body: &[u8]) -> String {
 
 /// Maps a transport error to a typed error (no URL: it could carry credentials of a proxy).
 pub(crate) fn transport_error(e: reqwest::Error) -> Error {
-    let detail = crate::h2::detail(&e);
+    let detail = crate::direct::detail(&e);
     let e = e.without_url();
     if e.is_timeout() {
         timed_out().with_source(e)
@@ -607,13 +607,13 @@ impl Client {
     async fn send_once(&self, call: &Call<'_>, auth: HeaderValue) -> Result<Answer> {
         let mut url = self.url(&call.path);
         let received = match &self.inner.direct {
-            Some(direct) if direct.available() => {
+            Some(direct) => {
                 if !call.query.is_empty() {
                     url.query_pairs_mut()
                         .extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
                 }
                 let inner = &*self.inner;
-                let sent = direct
+                direct
                     .send(
                         &call.method,
                         &url,
@@ -622,22 +622,16 @@ impl Client {
                         inner.timeout,
                         inner.max_body_bytes,
                     )
-                    .await?;
-                match sent {
-                    Some(r) => r,
-                    // The server does not offer HTTP/2 (found once): reqwest carries this call
-                    // and the next; it adds the query itself.
-                    None => Box::pin(self.send_reqwest(call, self.url(&call.path), auth)).await?,
-                }
+                    .await?
             }
             // Boxed: reqwest's request state is large; every caller's future would carry it.
-            _ => Box::pin(self.send_reqwest(call, url, auth)).await?,
+            None => Box::pin(self.send_reqwest(call, url, auth)).await?,
         };
         self.inner.pool.responded();
         self.answer(received)
     }
 
-    /// Sends `call` to `url` with reqwest (plain HTTP, proxies, servers without HTTP/2).
+    /// Sends `call` to `url` with reqwest (API calls through a proxy).
     async fn send_reqwest(
         &self,
         call: &Call<'_>,

@@ -17,7 +17,7 @@ pub mod client;
 pub mod create;
 pub mod download;
 pub mod error;
-mod h2;
+mod direct;
 pub mod retry;
 pub mod task;
 pub mod wait;

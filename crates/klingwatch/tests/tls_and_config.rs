@@ -192,7 +192,7 @@ fn newest_updated_at_wins_when_updates_arrive_out_of_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_server_without_http2_is_served_over_http1() {
     // API calls over TLS go on a direct HTTP/2 connection when the server offers HTTP/2 in
-    // ALPN; a server that offers only HTTP/1.1 gets every call through reqwest instead.
+    // ALPN; a server that offers only HTTP/1.1 gets them on a pool of HTTP/1.1 connections.
     let h = H::start_with(klingwatch_mock::MockConfig {
         tls: true,
         http1_only: true,
@@ -219,4 +219,60 @@ async fn a_tls_server_without_http2_is_served_over_http1() {
         .await
         .unwrap();
     assert!(!created.id.is_empty());
+}
+
+/// HTTP/1.1 (plain, or TLS without HTTP/2) carries one call at a time per connection: a batch
+/// opens at most one connection per query in flight, and the next batch reuses them all.
+async fn http1_connections_are_reused(h: H) {
+    let mut ids = Vec::new();
+    for _ in 0..48 {
+        ids.push(h.seed_status("succeed").await);
+    }
+    let connections = || async {
+        h.ctl(reqwest::Method::GET, "/stats", None).await["connections"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = connections().await;
+    let client = h.builder().max_retries(0).build().unwrap();
+    let out = client.get_many(TaskKind::ImageGeneration, &ids, 8).await;
+    assert!(
+        out.iter().all(|r| r.is_ok()),
+        "{:?}",
+        out.iter().find(|r| r.is_err())
+    );
+    let opened = connections().await - before;
+    assert!(
+        (1..=8).contains(&opened),
+        "a batch at concurrency 8 opened {opened} connections"
+    );
+    for _ in 0..3 {
+        let again = client.get_many(TaskKind::ImageGeneration, &ids, 8).await;
+        assert!(again.iter().all(|r| r.is_ok()));
+        let one = client.get_image_task(&ids[0]).await.unwrap();
+        assert_eq!(one.id, ids[0]);
+    }
+    assert_eq!(
+        connections().await - before,
+        opened,
+        "warm batches open no new connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http1_connections_are_reused() {
+    http1_connections_are_reused(H::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_http1_connections_are_reused() {
+    http1_connections_are_reused(
+        H::start_with(klingwatch_mock::MockConfig {
+            tls: true,
+            http1_only: true,
+            ..Default::default()
+        })
+        .await,
+    )
+    .await;
 }
