@@ -262,11 +262,13 @@ impl Direct {
         loop {
             let (mut s, _) = {
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                // Checked in oldest first: the expired ones are at the front.
                 let oldest_kept = self.now_ms().saturating_sub(POOL_IDLE.as_millis() as u64);
-                idle.retain(|(s, at)| *at >= oldest_kept && !s.is_closed());
+                let expired = idle.iter().take_while(|(_, at)| *at < oldest_kept).count();
+                idle.drain(..expired);
                 idle.pop()?
             };
-            if s.ready().await.is_ok() {
+            if !s.is_closed() && s.ready().await.is_ok() {
                 return Some(s);
             }
         }
