@@ -155,3 +155,130 @@ proptest! {
         }
     }
 }
+
+/// A leaf of any JSON type (strings often numeric, empty or URL-like).
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        (-3i64..5).prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        // Exact in binary: text and map parses read the same float.
+        (-4_000_000i64..4_000_000).prop_map(|q| Value::from(q as f64 / 4.0)),
+        Just(Value::from("")),
+        Just(Value::from(" 7 ")),
+        Just(Value::from("2.5")),
+        "[a-z:/.]{1,12}".prop_map(Value::from),
+        Just(Value::from("第1号 ✓ \"q\" \\ \u{1}")),
+    ]
+}
+
+fn object_of(keys: &'static [&'static str], value: BoxedStrategy<Value>) -> BoxedStrategy<Value> {
+    prop::collection::btree_map(prop::sample::select(keys).prop_map(str::to_owned), value, 0..6)
+        .prop_map(|m| Value::Object(m.into_iter().collect()))
+        .boxed()
+}
+
+/// Task objects shaped like the API's, with every field often of the wrong type: the typed
+/// fields read from the text and from a parsed map must agree.
+fn task_like() -> impl Strategy<Value = Value> {
+    let entry = object_of(
+        &["url", "index", "id", "watermark_url", "duration", "other"],
+        leaf().boxed(),
+    );
+    let entries = prop_oneof![
+        3 => prop::collection::vec(prop_oneof![3 => entry, 1 => leaf()], 0..4).prop_map(Value::from),
+        1 => leaf(),
+    ]
+    .boxed();
+    let result = prop_oneof![3 => object_of(&["images", "videos", "other"], entries), 1 => leaf().boxed()].boxed();
+    let info = prop_oneof![
+        2 => object_of(&["external_task_id", "other"], leaf().boxed()),
+        1 => leaf().boxed()
+    ]
+    .boxed();
+    (
+        prop::collection::btree_map(
+            prop::sample::select(&[
+                "task_id",
+                "task_status",
+                "task_status_msg",
+                "external_task_id",
+                "created_at",
+                "updated_at",
+                "final_unit_deduction",
+                "watermark_info",
+                "other",
+            ][..])
+            .prop_map(str::to_owned),
+            leaf(),
+            0..9,
+        ),
+        prop::option::of(result),
+        prop::option::of(info),
+    )
+        .prop_map(|(m, result, info)| {
+            let mut m: serde_json::Map<String, Value> = m.into_iter().collect();
+            if let Some(r) = result {
+                m.insert("task_result".into(), r);
+            }
+            if let Some(i) = info {
+                m.insert("task_info".into(), i);
+            }
+            Value::Object(m)
+        })
+}
+
+/// The typed fields of a parse (the raw text is compared separately: from a map it is
+/// re-serialised).
+fn typed(t: &klingwatch::Result<Task>) -> String {
+    match t {
+        Ok(t) => format!(
+            "{:?}",
+            (
+                &t.id,
+                &t.status,
+                &t.status_msg,
+                &t.external_task_id,
+                t.created_at_ms,
+                t.updated_at_ms,
+                &t.final_unit_deduction,
+                &t.images,
+                &t.videos
+            )
+        ),
+        Err(e) => format!("error {:?}", e.kind()),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn text_and_map_parses_agree(v in task_like()) {
+        let text = serde_json::to_vec(&v).unwrap();
+        let from_text = Task::from_json_slice(TaskKind::ImageGeneration, &text);
+        let from_map = Task::from_value(TaskKind::ImageGeneration, v.clone());
+        prop_assert_eq!(typed(&from_text), typed(&from_map), "{}", String::from_utf8_lossy(&text));
+        if let Ok(t) = &from_text {
+            prop_assert_eq!(t.raw.as_str().as_bytes(), &text[..]);
+        }
+    }
+}
+
+#[test]
+fn a_repeated_key_keeps_its_last_value_in_every_nested_object() {
+    let body = br#"{"task_id":"a","task_id":"b","task_info":{"external_task_id":"x","external_task_id":"y"},
+        "task_result":{"images":[{"url":"u1","url":"u2","index":1,"index":"3"}],"images":[{"url":"u3","url":"u4"},7,{"url":""},{"url":"u5","watermark_url":"w","watermark_url":null}],
+        "videos":[{"id":"v","url":"vu","duration":"1.5","duration":2}]}}"#;
+    let t = Task::from_json_slice(TaskKind::ImageGeneration, body).unwrap();
+    assert_eq!(t.id, "b");
+    assert_eq!(t.external_task_id.as_deref(), Some("y"));
+    let images: Vec<_> = t.images.iter().map(|i| (i.index, i.url.as_str(), i.watermark_url.as_deref())).collect();
+    assert_eq!(images, vec![(0, "u4", None), (3, "u5", None)]);
+    assert_eq!(t.videos.len(), 1);
+    assert_eq!(t.videos[0].duration_s, Some(2.0));
+    let v: Value = serde_json::from_slice(body).unwrap();
+    let m = Task::from_value(TaskKind::ImageGeneration, v).unwrap();
+    assert_eq!(typed(&Ok(t)), typed(&Ok(m)));
+}
