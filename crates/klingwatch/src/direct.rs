@@ -17,7 +17,7 @@
 //! concurrency 64, 2 cores): ~40 % less client CPU per query over HTTP/2 on the TLS emulator,
 //! and less over HTTP/1.1 as well (docs/benchmarks.md).
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,11 +79,21 @@ const NACK_RESENDS: u32 = 2;
 type H2Sender = http2::SendRequest<Full<Bytes>>;
 type H1Sender = http1::SendRequest<Full<Bytes>>;
 
-/// A connection handle: HTTP/2 (shared by every call) or HTTP/1.1 (one call at a time).
+/// A connection handle: HTTP/2 (shared by every call) or HTTP/1.1 (one call at a time; `true`
+/// when it was taken from the pool rather than just opened).
 enum Conn {
     H2(H2Sender),
-    H1(H1Sender),
+    H1(H1Sender, bool),
 }
+
+/// The idle HTTP/1.1 connections, the most recently used last, each with when it was checked
+/// in (ms since the transport's epoch).
+type IdlePool = Mutex<Vec<(H1Sender, u64)>>;
+
+/// TCP keepalive of every connection, as reqwest sets it: an idle connection a NAT or load
+/// balancer dropped silently is found dead by the kernel, not by the next call's timeout.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
 /// What the server speaks, once known.
 const PROTO_UNKNOWN: u8 = 0;
@@ -107,9 +117,10 @@ pub(crate) struct Direct {
     proto: AtomicU8,
     /// The open HTTP/2 connection, if any (a clone is a handle onto it).
     current: Mutex<Option<H2Sender>>,
-    /// Idle HTTP/1.1 connections, the most recently used last, each with when it was
-    /// checked in (ms since `epoch`).
-    idle: Mutex<Vec<(H1Sender, u64)>>,
+    /// Idle HTTP/1.1 connections; a reaper task closes those idle longer than the pool keeps
+    /// them while any are idle (`reaping`).
+    idle: Arc<IdlePool>,
+    reaping: Arc<AtomicBool>,
     /// When a call last took the HTTP/2 connection (ms since `epoch`): a connection idle for
     /// longer than reqwest's pool keeps them is closed and a new one opened (a NAT or load
     /// balancer may have dropped it silently). HTTP/1.1 connections follow the same rule.
@@ -157,6 +168,9 @@ impl Direct {
         connector.enforce_http(false);
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_keepalive(Some(TCP_KEEPALIVE));
+        connector.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        connector.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
         // `host_str` keeps an IPv6 literal's brackets; the name to verify goes without them.
         let name = host
             .trim_start_matches('[')
@@ -179,7 +193,8 @@ impl Direct {
             user_agent,
             proto: AtomicU8::new(if https { PROTO_UNKNOWN } else { PROTO_H1 }),
             current: Mutex::new(None),
-            idle: Mutex::new(Vec::new()),
+            idle: Arc::new(Mutex::new(Vec::new())),
+            reaping: Arc::new(AtomicBool::new(false)),
             epoch: Instant::now(),
             last_used: AtomicU64::new(0),
             opening: tokio::sync::Mutex::new(()),
@@ -213,10 +228,12 @@ impl Direct {
         loop {
             if self.proto.load(Ordering::Relaxed) == PROTO_H1 {
                 if let Some(s) = self.idle_h1().await {
-                    return Ok(Conn::H1(s));
+                    return Ok(Conn::H1(s, true));
                 }
                 // Every idle connection is busy: open one more, as reqwest's pool does.
                 return match tokio::time::timeout(self.connect_timeout, self.open()).await {
+                    // The server offers HTTP/2 again: every call shares this connection now.
+                    Ok(Ok(Conn::H2(s))) => Ok(Conn::H2(self.adopt_h2(s))),
                     Ok(r) => r,
                     Err(_) => Err(connect_timed_out()),
                 };
@@ -243,17 +260,20 @@ impl Direct {
                 return Err(Error::new(kind, msg).with_retryable(true));
             }
             return match tokio::time::timeout(self.connect_timeout, self.open()).await {
-                Ok(Ok(Conn::H2(s))) => {
-                    self.last_used.store(self.now_ms(), Ordering::Relaxed);
-                    *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
-                    self.proto.store(PROTO_H2, Ordering::Relaxed);
-                    Ok(Conn::H2(s))
-                }
+                Ok(Ok(Conn::H2(s))) => Ok(Conn::H2(self.adopt_h2(s))),
                 Ok(Ok(conn)) => Ok(conn),
                 Ok(Err(e)) => Err(self.opening_failed(e)),
                 Err(_) => Err(self.opening_failed(connect_timed_out())),
             };
         }
+    }
+
+    /// Makes `s` the HTTP/2 connection every call shares.
+    fn adopt_h2(&self, s: H2Sender) -> H2Sender {
+        self.last_used.store(self.now_ms(), Ordering::Relaxed);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+        self.proto.store(PROTO_H2, Ordering::Relaxed);
+        s
     }
 
     /// The most recently used idle HTTP/1.1 connection that is still open and ready; closed
@@ -274,14 +294,23 @@ impl Direct {
         }
     }
 
-    /// Puts an HTTP/1.1 connection whose answer was read in full back in the pool.
+    /// Puts an HTTP/1.1 connection whose answer was read in full back in the pool, and starts
+    /// the reaper if none runs.
     fn checkin(&self, s: H1Sender) {
-        if !s.is_closed() {
-            let now = self.now_ms();
-            self.idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((s, now));
+        if s.is_closed() {
+            return;
+        }
+        let now = self.now_ms();
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((s, now));
+        if !self.reaping.swap(true, Ordering::AcqRel) {
+            tokio::spawn(reap_idle(
+                Arc::downgrade(&self.idle),
+                self.reaping.clone(),
+                self.epoch,
+            ));
         }
     }
 
@@ -343,7 +372,7 @@ impl Direct {
                 tracing::debug!(%host, error = %e, "HTTP/1.1 connection ended");
             }
         });
-        Ok(Conn::H1(sender))
+        Ok(Conn::H1(sender, false))
     }
 
     /// Sends one request and reads its answer within `timeout`.
@@ -369,7 +398,7 @@ impl Direct {
                 req = match &conn {
                     Conn::H2(_) => req.uri(uri.clone()),
                     // HTTP/1.1 without a proxy: the request target in origin form, and `Host`.
-                    Conn::H1(_) => req
+                    Conn::H1(..) => req
                         .uri(
                             uri.path_and_query()
                                 .map_or("/", |p| p.as_str())
@@ -390,15 +419,19 @@ impl Direct {
                 let req = req
                     .body(Full::new(body.cloned().unwrap_or_default()))
                     .map_err(|e| Error::config(format!("cannot build the request: {e}")))?;
+                let mut reused = false;
                 let sent = match conn {
                     Conn::H2(mut s) => match s.send_request(req).await {
                         Ok(resp) => Ok((resp, None)),
                         Err(e) => Err(e),
                     },
-                    Conn::H1(mut s) => match s.send_request(req).await {
-                        Ok(resp) => Ok((resp, Some(s))),
-                        Err(e) => Err(e),
-                    },
+                    Conn::H1(mut s, from_pool) => {
+                        reused = from_pool;
+                        match s.send_request(req).await {
+                            Ok(resp) => Ok((resp, Some(s))),
+                            Err(e) => Err(e),
+                        }
+                    }
                 };
                 match sent {
                     Ok((resp, h1)) => {
@@ -408,6 +441,13 @@ impl Direct {
                             self.checkin(s);
                         }
                         return Ok(received);
+                    }
+                    // A pooled HTTP/1.1 connection that closed before the request was written
+                    // (it was never sent): try the next one, as hyper-util's pool does, without
+                    // counting it (the exchange's timeout still bounds the loop).
+                    Err(e) if reused && e.is_canceled() => {
+                        tracing::debug!(error = %e, "pooled connection closed; sending on another");
+                        continue;
                     }
                     Err(e) if resends < NACK_RESENDS && not_processed(&e) => {
                         resends += 1;
@@ -423,6 +463,44 @@ impl Direct {
         match tokio::time::timeout(timeout, Box::pin(exchange)).await {
             Ok(r) => r,
             Err(_) => Err(timed_out()),
+        }
+    }
+}
+
+/// Closes idle HTTP/1.1 connections once they sat longer than the pool keeps them (a socket
+/// is not held open for a server that never closes it); ends when the pool is empty or gone.
+async fn reap_idle(idle: std::sync::Weak<IdlePool>, reaping: Arc<AtomicBool>, epoch: Instant) {
+    /// Clears `reaping` however the task ends (the runtime may drop it), unless already
+    /// cleared under the pool's lock.
+    struct Done {
+        reaping: Arc<AtomicBool>,
+        armed: bool,
+    }
+    impl Drop for Done {
+        fn drop(&mut self) {
+            if self.armed {
+                self.reaping.store(false, Ordering::Release);
+            }
+        }
+    }
+    let mut done = Done {
+        reaping,
+        armed: true,
+    };
+    loop {
+        tokio::time::sleep(POOL_IDLE).await;
+        let Some(idle) = idle.upgrade() else {
+            return;
+        };
+        let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest_kept =
+            (epoch.elapsed().as_millis() as u64).saturating_sub(POOL_IDLE.as_millis() as u64);
+        idle.retain(|(s, at)| *at >= oldest_kept && !s.is_closed());
+        if idle.is_empty() {
+            // Cleared under the lock: a check-in after it starts a new reaper.
+            done.reaping.store(false, Ordering::Release);
+            done.armed = false;
+            return;
         }
     }
 }
