@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub generation: AtomicU64,
     /// Connections accepted so far (TCP, before any TLS handshake).
     pub connections: AtomicU64,
+    /// Connections open now (accepted and not yet closed).
+    pub open_connections: AtomicU64,
     pub callbacks: CallbackClient,
     pub seed: u64,
     /// Identity used by `POST /__mock/tasks` when none is named.
@@ -88,6 +90,7 @@ impl Shared {
             cancel,
             generation: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            open_connections: AtomicU64::new(0),
             callbacks: CallbackClient::new(),
             seed: config.seed,
             default_identity,

@@ -56,7 +56,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp 
     let r = match (&method, segs.as_slice()) {
         (&Method::GET, ["health"]) => Ok(ok(json!({"ok": true}))),
         (&Method::GET, ["stats"]) => Ok(ok(json!({
-            "connections": shared.connections.load(std::sync::atomic::Ordering::Relaxed)
+            "connections": shared.connections.load(std::sync::atomic::Ordering::Relaxed),
+            "open_connections": shared.open_connections.load(std::sync::atomic::Ordering::Relaxed)
         }))),
         (&Method::POST, ["reset"]) => {
             shared.reset();

@@ -170,6 +170,19 @@ async fn accept_loop(
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            /// Counts the connection as open until this task ends (closed, or torn down).
+            struct Open(Arc<Shared>);
+            impl Drop for Open {
+                fn drop(&mut self) {
+                    self.0
+                        .open_connections
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            shared
+                .open_connections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _open = Open(shared.clone());
             match acceptor {
                 None => serve(stream, shared, watcher).await,
                 Some(acceptor) => {

@@ -17,8 +17,8 @@ use tokio::sync::Semaphore;
 use crate::auth::{
     Clock, Credentials, SystemClock, TokenProvider, DEFAULT_REFRESH_MARGIN, DEFAULT_TTL_SECS,
 };
-use crate::error::{Error, ErrorKind, Result};
 use crate::direct::{body_too_large, retry_after_of, timed_out, Direct, Received};
+use crate::error::{Error, ErrorKind, Result};
 use crate::retry::{should_retry, Idempotency, RetryBudget, RetryPolicy};
 use crate::task::{not_an_object, text_json_type, validate_task_id, Task, TaskKind};
 
@@ -101,6 +101,7 @@ pub struct ClientBuilder {
     external_id_lookup: ExternalIdLookup,
     max_body_bytes: usize,
     user_agent: Option<String>,
+    pool_idle: Duration,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -126,6 +127,7 @@ impl Default for ClientBuilder {
             region: Region::Global,
             base_url: None,
             connect_timeout: Duration::from_secs(10),
+            pool_idle: POOL_IDLE,
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             ca_pem: Vec::new(),
@@ -173,6 +175,14 @@ impl ClientBuilder {
         self
     }
     /// TCP/TLS connect timeout (default 10 s).
+    /// How long an idle connection is kept open (default 60 s, as reqwest's pool). For tests
+    /// that watch connections close; not part of the bindings' options.
+    #[doc(hidden)]
+    pub fn pool_idle_timeout(mut self, t: Duration) -> Self {
+        self.pool_idle = t;
+        self
+    }
+
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.connect_timeout = t;
         self
@@ -294,7 +304,7 @@ impl ClientBuilder {
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .tcp_nodelay(true)
-            .pool_idle_timeout(POOL_IDLE);
+            .pool_idle_timeout(self.pool_idle);
         for pem in &self.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| Error::config(format!("the CA certificate is not valid PEM: {e}")))?;
@@ -310,7 +320,13 @@ impl ClientBuilder {
         let http = http.build().map_err(|e| {
             Error::config(format!("cannot build the HTTP client: {e}")).with_source(e)
         })?;
-        let direct = Direct::for_base(&parsed, &self.ca_pem, self.connect_timeout, &ua)?;
+        let direct = Direct::for_base(
+            &parsed,
+            &self.ca_pem,
+            self.connect_timeout,
+            self.pool_idle,
+            &ua,
+        )?;
         let budget = RetryBudget::new(self.retry.budget_capacity, self.retry.budget_ratio);
         Ok(Client {
             inner: Arc::new(Inner {

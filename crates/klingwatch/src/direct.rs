@@ -28,13 +28,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use reqwest::header::{
-    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER,
-    USER_AGENT,
+    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT,
 };
 use reqwest::Method;
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 
-use crate::client::POOL_IDLE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::parse_retry_after;
 
@@ -86,9 +84,59 @@ enum Conn {
     H1(H1Sender, bool),
 }
 
-/// The idle HTTP/1.1 connections, the most recently used last, each with when it was checked
-/// in (ms since the transport's epoch).
-type IdlePool = Mutex<Vec<(H1Sender, u64)>>;
+/// The transport's connections. A reaper task (`reaping` while it runs) closes those idle for
+/// longer than `idle_for` (reqwest's pool does the same): a socket is not held open for a
+/// server that never closes it.
+struct Pool {
+    epoch: Instant,
+    /// Milliseconds an idle connection is kept.
+    idle_for: u64,
+    /// The open HTTP/2 connection, if any (a clone is a handle onto it).
+    current: Mutex<Option<H2Sender>>,
+    /// When a call last took the HTTP/2 connection (ms since `epoch`): a connection idle for
+    /// longer than `idle_for` is closed and a new one opened (a NAT or load balancer may have
+    /// dropped it silently).
+    last_used: AtomicU64,
+    /// Idle HTTP/1.1 connections, the most recently used last, each with when it was checked
+    /// in (ms since `epoch`).
+    idle: Mutex<Vec<(H1Sender, u64)>>,
+    reaping: AtomicBool,
+}
+
+impl Pool {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Starts the reaper unless one runs (needs a tokio runtime: called from a request).
+    fn reap(self: &Arc<Pool>) {
+        if !self.reaping.swap(true, Ordering::AcqRel) {
+            tokio::spawn(reap_idle(Arc::downgrade(self)));
+        }
+    }
+
+    /// Closes what sat idle too long; true while anything is left to watch.
+    fn reap_once(&self) -> bool {
+        let now = self.now_ms();
+        let oldest_kept = now.saturating_sub(self.idle_for);
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|(s, at)| *at >= oldest_kept && !s.is_closed());
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let h2_idle = now.saturating_sub(self.last_used.load(Ordering::Relaxed));
+        if current
+            .as_ref()
+            .is_some_and(|s| s.is_closed() || h2_idle > self.idle_for)
+        {
+            *current = None;
+        }
+        let left = !idle.is_empty() || current.is_some();
+        if !left {
+            // Cleared under the locks: a connection kept after this starts a new reaper.
+            self.reaping.store(false, Ordering::Release);
+        }
+        left
+    }
+}
 
 /// TCP keepalive of every connection, as reqwest sets it: an idle connection a NAT or load
 /// balancer dropped silently is found dead by the kernel, not by the next call's timeout.
@@ -115,17 +163,7 @@ pub(crate) struct Direct {
     /// `PROTO_*`: plain HTTP is HTTP/1.1 from the start; over TLS the first connection's ALPN
     /// decides.
     proto: AtomicU8,
-    /// The open HTTP/2 connection, if any (a clone is a handle onto it).
-    current: Mutex<Option<H2Sender>>,
-    /// Idle HTTP/1.1 connections; a reaper task closes those idle longer than the pool keeps
-    /// them while any are idle (`reaping`).
-    idle: Arc<IdlePool>,
-    reaping: Arc<AtomicBool>,
-    /// When a call last took the HTTP/2 connection (ms since `epoch`): a connection idle for
-    /// longer than reqwest's pool keeps them is closed and a new one opened (a NAT or load
-    /// balancer may have dropped it silently). HTTP/1.1 connections follow the same rule.
-    epoch: Instant,
-    last_used: AtomicU64,
+    pool: Arc<Pool>,
     /// One HTTP/2 opening at a time; callers that waited on a failed opening fail with it.
     opening: tokio::sync::Mutex<()>,
     failed_openings: AtomicU64,
@@ -139,6 +177,7 @@ impl Direct {
         base: &url::Url,
         extra_ca_pem: &[Vec<u8>],
         connect_timeout: Duration,
+        pool_idle: Duration,
         user_agent: &str,
     ) -> Result<Option<Direct>> {
         let https = match base.scheme() {
@@ -192,32 +231,32 @@ impl Direct {
             connect_timeout,
             user_agent,
             proto: AtomicU8::new(if https { PROTO_UNKNOWN } else { PROTO_H1 }),
-            current: Mutex::new(None),
-            idle: Arc::new(Mutex::new(Vec::new())),
-            reaping: Arc::new(AtomicBool::new(false)),
-            epoch: Instant::now(),
-            last_used: AtomicU64::new(0),
+            pool: Arc::new(Pool {
+                epoch: Instant::now(),
+                idle_for: pool_idle.as_millis() as u64,
+                current: Mutex::new(None),
+                last_used: AtomicU64::new(0),
+                idle: Mutex::new(Vec::new()),
+                reaping: AtomicBool::new(false),
+            }),
             opening: tokio::sync::Mutex::new(()),
             failed_openings: AtomicU64::new(0),
             last_failure: Mutex::new((ErrorKind::Connection, String::new())),
         }))
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
     /// The open HTTP/2 connection, unless it closed or sat idle too long (then it is let go).
     fn live(&self) -> Option<H2Sender> {
-        let mut g = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let now = self.now_ms();
-        let idle = now.saturating_sub(self.last_used.load(Ordering::Relaxed));
-        if g.as_ref().is_some_and(|s| s.is_closed()) || idle > POOL_IDLE.as_millis() as u64 {
+        let pool = &*self.pool;
+        let mut g = pool.current.lock().unwrap_or_else(|e| e.into_inner());
+        let now = pool.now_ms();
+        let idle = now.saturating_sub(pool.last_used.load(Ordering::Relaxed));
+        if g.as_ref().is_some_and(|s| s.is_closed()) || idle > pool.idle_for {
             *g = None;
         }
         let s = g.as_ref().cloned();
         if s.is_some() {
-            self.last_used.store(now, Ordering::Relaxed);
+            pool.last_used.store(now, Ordering::Relaxed);
         }
         s
     }
@@ -270,9 +309,11 @@ impl Direct {
 
     /// Makes `s` the HTTP/2 connection every call shares.
     fn adopt_h2(&self, s: H2Sender) -> H2Sender {
-        self.last_used.store(self.now_ms(), Ordering::Relaxed);
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+        let pool = &self.pool;
+        pool.last_used.store(pool.now_ms(), Ordering::Relaxed);
+        *pool.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
         self.proto.store(PROTO_H2, Ordering::Relaxed);
+        pool.reap();
         s
     }
 
@@ -281,9 +322,10 @@ impl Direct {
     async fn idle_h1(&self) -> Option<H1Sender> {
         loop {
             let (mut s, _) = {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let pool = &*self.pool;
+                let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
                 // Checked in oldest first: the expired ones are at the front.
-                let oldest_kept = self.now_ms().saturating_sub(POOL_IDLE.as_millis() as u64);
+                let oldest_kept = pool.now_ms().saturating_sub(pool.idle_for);
                 let expired = idle.iter().take_while(|(_, at)| *at < oldest_kept).count();
                 idle.drain(..expired);
                 idle.pop()?
@@ -300,18 +342,13 @@ impl Direct {
         if s.is_closed() {
             return;
         }
-        let now = self.now_ms();
-        self.idle
+        let pool = &self.pool;
+        let now = pool.now_ms();
+        pool.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((s, now));
-        if !self.reaping.swap(true, Ordering::AcqRel) {
-            tokio::spawn(reap_idle(
-                Arc::downgrade(&self.idle),
-                self.reaping.clone(),
-                self.epoch,
-            ));
-        }
+        pool.reap();
     }
 
     fn opening_failed(&self, e: Error) -> Error {
@@ -467,38 +504,38 @@ impl Direct {
     }
 }
 
-/// Closes idle HTTP/1.1 connections once they sat longer than the pool keeps them (a socket
-/// is not held open for a server that never closes it); ends when the pool is empty or gone.
-async fn reap_idle(idle: std::sync::Weak<IdlePool>, reaping: Arc<AtomicBool>, epoch: Instant) {
-    /// Clears `reaping` however the task ends (the runtime may drop it), unless already
-    /// cleared under the pool's lock.
+/// The reaper of a [`Pool`]: every `idle_for`, closes the connections idle for longer; ends
+/// when nothing is left to watch or the transport is gone.
+async fn reap_idle(pool: std::sync::Weak<Pool>) {
+    /// Clears `reaping` if the task is torn down with its runtime (`armed`).
     struct Done {
-        reaping: Arc<AtomicBool>,
+        pool: std::sync::Weak<Pool>,
         armed: bool,
     }
     impl Drop for Done {
         fn drop(&mut self) {
-            if self.armed {
-                self.reaping.store(false, Ordering::Release);
+            if let (true, Some(p)) = (self.armed, self.pool.upgrade()) {
+                p.reaping.store(false, Ordering::Release);
             }
         }
     }
+    let Some(every) = pool
+        .upgrade()
+        .map(|p| Duration::from_millis(p.idle_for.max(10)))
+    else {
+        return;
+    };
     let mut done = Done {
-        reaping,
+        pool: pool.clone(),
         armed: true,
     };
     loop {
-        tokio::time::sleep(POOL_IDLE).await;
-        let Some(idle) = idle.upgrade() else {
+        tokio::time::sleep(every).await;
+        let Some(p) = pool.upgrade() else {
             return;
         };
-        let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
-        let oldest_kept =
-            (epoch.elapsed().as_millis() as u64).saturating_sub(POOL_IDLE.as_millis() as u64);
-        idle.retain(|(s, at)| *at >= oldest_kept && !s.is_closed());
-        if idle.is_empty() {
-            // Cleared under the lock: a check-in after it starts a new reaper.
-            done.reaping.store(false, Ordering::Release);
+        if !p.reap_once() {
+            // `reaping` was cleared under the pool's locks; another reaper may run already.
             done.armed = false;
             return;
         }

@@ -174,9 +174,13 @@ fn leaf() -> impl Strategy<Value = Value> {
 }
 
 fn object_of(keys: &'static [&'static str], value: BoxedStrategy<Value>) -> BoxedStrategy<Value> {
-    prop::collection::btree_map(prop::sample::select(keys).prop_map(str::to_owned), value, 0..6)
-        .prop_map(|m| Value::Object(m.into_iter().collect()))
-        .boxed()
+    prop::collection::btree_map(
+        prop::sample::select(keys).prop_map(str::to_owned),
+        value,
+        0..6,
+    )
+    .prop_map(|m| Value::Object(m.into_iter().collect()))
+    .boxed()
 }
 
 /// Task objects shaped like the API's, with every field often of the wrong type: the typed
@@ -191,7 +195,9 @@ fn task_like() -> impl Strategy<Value = Value> {
         1 => leaf(),
     ]
     .boxed();
-    let result = prop_oneof![3 => object_of(&["images", "videos", "other"], entries), 1 => leaf().boxed()].boxed();
+    let result =
+        prop_oneof![3 => object_of(&["images", "videos", "other"], entries), 1 => leaf().boxed()]
+            .boxed();
     let info = prop_oneof![
         2 => object_of(&["external_task_id", "other"], leaf().boxed()),
         1 => leaf().boxed()
@@ -199,17 +205,19 @@ fn task_like() -> impl Strategy<Value = Value> {
     .boxed();
     (
         prop::collection::btree_map(
-            prop::sample::select(&[
-                "task_id",
-                "task_status",
-                "task_status_msg",
-                "external_task_id",
-                "created_at",
-                "updated_at",
-                "final_unit_deduction",
-                "watermark_info",
-                "other",
-            ][..])
+            prop::sample::select(
+                &[
+                    "task_id",
+                    "task_status",
+                    "task_status_msg",
+                    "external_task_id",
+                    "created_at",
+                    "updated_at",
+                    "final_unit_deduction",
+                    "watermark_info",
+                    "other",
+                ][..],
+            )
             .prop_map(str::to_owned),
             leaf(),
             0..9,
@@ -274,7 +282,11 @@ fn a_repeated_key_keeps_its_last_value_in_every_nested_object() {
     let t = Task::from_json_slice(TaskKind::ImageGeneration, body).unwrap();
     assert_eq!(t.id, "b");
     assert_eq!(t.external_task_id.as_deref(), Some("y"));
-    let images: Vec<_> = t.images.iter().map(|i| (i.index, i.url.as_str(), i.watermark_url.as_deref())).collect();
+    let images: Vec<_> = t
+        .images
+        .iter()
+        .map(|i| (i.index, i.url.as_str(), i.watermark_url.as_deref()))
+        .collect();
     assert_eq!(images, vec![(0, "u4", None), (3, "u5", None)]);
     assert_eq!(t.videos.len(), 1);
     assert_eq!(t.videos[0].duration_s, Some(2.0));

@@ -273,3 +273,46 @@ async fn tls_http1_connections_are_reused() {
     )
     .await;
 }
+
+/// Connections idle for longer than the pool keeps them are closed by the client, HTTP/1.1
+/// and HTTP/2 alike, with no further call to notice them (the server never closes them).
+async fn idle_connections_are_closed(h: H) {
+    let mut ids = Vec::new();
+    for _ in 0..16 {
+        ids.push(h.seed_status("succeed").await);
+    }
+    let open = || async {
+        h.ctl(reqwest::Method::GET, "/stats", None).await["open_connections"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = open().await;
+    let client = h
+        .builder()
+        .pool_idle_timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let out = client.get_many(TaskKind::ImageGeneration, &ids, 4).await;
+    assert!(out.iter().all(|r| r.is_ok()));
+    assert!(open().await > before, "the batch's connections are open");
+    let started = std::time::Instant::now();
+    while open().await > before {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "idle connections still open after 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The client still works afterwards (on a new connection).
+    assert_eq!(client.get_image_task(&ids[0]).await.unwrap().id, ids[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http1_connections_are_closed() {
+    idle_connections_are_closed(H::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed() {
+    idle_connections_are_closed(H::start_tls().await).await;
+}
