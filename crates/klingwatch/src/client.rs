@@ -174,7 +174,6 @@ impl ClientBuilder {
         self.base_url = Some(url.into());
         self
     }
-    /// TCP/TLS connect timeout (default 10 s).
     /// How long an idle connection is kept open (default 60 s, as reqwest's pool). For tests
     /// that watch connections close; not part of the bindings' options.
     #[doc(hidden)]
@@ -183,6 +182,7 @@ impl ClientBuilder {
         self
     }
 
+    /// TCP/TLS connect timeout (default 10 s).
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.connect_timeout = t;
         self

@@ -270,11 +270,10 @@ impl Direct {
                     return Ok(Conn::H1(s, true));
                 }
                 // Every idle connection is busy: open one more, as reqwest's pool does.
-                return match tokio::time::timeout(self.connect_timeout, self.open()).await {
+                return match self.open_in_time().await? {
                     // The server offers HTTP/2 again: every call shares this connection now.
-                    Ok(Ok(Conn::H2(s))) => Ok(Conn::H2(self.adopt_h2(s))),
-                    Ok(r) => r,
-                    Err(_) => Err(connect_timed_out()),
+                    Conn::H2(s) => Ok(Conn::H2(self.adopt_h2(s))),
+                    conn => Ok(conn),
                 };
             }
             if let Some(s) = self.live() {
@@ -298,11 +297,10 @@ impl Direct {
                     .clone();
                 return Err(Error::new(kind, msg).with_retryable(true));
             }
-            return match tokio::time::timeout(self.connect_timeout, self.open()).await {
-                Ok(Ok(Conn::H2(s))) => Ok(Conn::H2(self.adopt_h2(s))),
-                Ok(Ok(conn)) => Ok(conn),
-                Ok(Err(e)) => Err(self.opening_failed(e)),
-                Err(_) => Err(self.opening_failed(connect_timed_out())),
+            return match self.open_in_time().await {
+                Ok(Conn::H2(s)) => Ok(Conn::H2(self.adopt_h2(s))),
+                Ok(conn) => Ok(conn),
+                Err(e) => Err(self.opening_failed(e)),
             };
         }
     }
@@ -358,6 +356,13 @@ impl Direct {
         e
     }
 
+    /// [`Direct::open`] within the connect timeout.
+    async fn open_in_time(&self) -> Result<Conn> {
+        tokio::time::timeout(self.connect_timeout, self.open())
+            .await
+            .unwrap_or_else(|_| Err(connect_timed_out()))
+    }
+
     /// TCP, TLS (ALPN) where the base URL is `https://`, then the HTTP/2 or HTTP/1.1
     /// handshake; the connection runs on its own task.
     async fn open(&self) -> Result<Conn> {
@@ -386,12 +391,7 @@ impl Direct {
             .handshake(TokioIo::new(tls))
             .await
             .map_err(connect_error)?;
-        let host = self.host.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%host, error = %e, "HTTP/2 connection ended");
-            }
-        });
+        self.run_connection(connection, "HTTP/2");
         Ok(Conn::H2(sender))
     }
 
@@ -403,13 +403,21 @@ impl Direct {
             .handshake(TokioIo::new(io))
             .await
             .map_err(connect_error)?;
+        self.run_connection(connection, "HTTP/1.1");
+        Ok(Conn::H1(sender, false))
+    }
+
+    /// Drives a connection on its own task until it closes.
+    fn run_connection<C>(&self, connection: C, protocol: &'static str)
+    where
+        C: std::future::Future<Output = std::result::Result<(), hyper::Error>> + Send + 'static,
+    {
         let host = self.host.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(%host, error = %e, "HTTP/1.1 connection ended");
+                tracing::debug!(%host, error = %e, "{protocol} connection ended");
             }
         });
-        Ok(Conn::H1(sender, false))
     }
 
     /// Sends one request and reads its answer within `timeout`.
@@ -427,6 +435,12 @@ impl Direct {
             .as_str()
             .parse()
             .map_err(|e| Error::config(format!("cannot build the request: {e}")))?;
+        // HTTP/1.1 without a proxy: the request target in origin form (path and query).
+        let origin_form = http::Uri::from(
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
         let exchange = async {
             let mut resends = 0;
             loop {
@@ -434,16 +448,9 @@ impl Direct {
                 let mut req = http::Request::builder().method(method.clone());
                 req = match &conn {
                     Conn::H2(_) => req.uri(uri.clone()),
-                    // HTTP/1.1 without a proxy: the request target in origin form, and `Host`.
+                    // HTTP/1.1: the origin form, and `Host`.
                     Conn::H1(..) => req
-                        .uri(
-                            uri.path_and_query()
-                                .map_or("/", |p| p.as_str())
-                                .parse::<http::Uri>()
-                                .map_err(|e| {
-                                    Error::config(format!("cannot build the request: {e}"))
-                                })?,
-                        )
+                        .uri(origin_form.clone())
                         .header(HOST, self.host_header.clone()),
                 };
                 req = req
@@ -458,16 +465,10 @@ impl Direct {
                     .map_err(|e| Error::config(format!("cannot build the request: {e}")))?;
                 let mut reused = false;
                 let sent = match conn {
-                    Conn::H2(mut s) => match s.send_request(req).await {
-                        Ok(resp) => Ok((resp, None)),
-                        Err(e) => Err(e),
-                    },
+                    Conn::H2(mut s) => s.send_request(req).await.map(|resp| (resp, None)),
                     Conn::H1(mut s, from_pool) => {
                         reused = from_pool;
-                        match s.send_request(req).await {
-                            Ok(resp) => Ok((resp, Some(s))),
-                            Err(e) => Err(e),
-                        }
+                        s.send_request(req).await.map(|resp| (resp, Some(s)))
                     }
                 };
                 match sent {

@@ -38,15 +38,8 @@ async fn tls_server_is_trusted_only_with_its_ca() {
 async fn a_cold_burst_over_tls_opens_one_connection() {
     let h = H::start_tls().await;
     let ca = h.mock.ca_pem().expect("a CA in TLS mode");
-    let mut ids = Vec::new();
-    for _ in 0..64 {
-        ids.push(h.seed_status("succeed").await);
-    }
-    let connections = || async {
-        h.ctl(reqwest::Method::GET, "/stats", None).await["connections"]
-            .as_u64()
-            .unwrap()
-    };
+    let ids = h.seed_many(64, "succeed").await;
+    let connections = || h.stat("connections");
     let before = connections().await;
     let client = h.builder().ca_cert_pem(ca.into_bytes()).build().unwrap();
     // 64 first requests at once: one opens the (HTTP/2) connection, the others ride on it
@@ -224,15 +217,8 @@ async fn a_tls_server_without_http2_is_served_over_http1() {
 /// HTTP/1.1 (plain, or TLS without HTTP/2) carries one call at a time per connection: calls
 /// open at most one connection per query in flight and reuse them.
 async fn http1_connections_are_reused(h: H) {
-    let mut ids = Vec::new();
-    for _ in 0..48 {
-        ids.push(h.seed_status("succeed").await);
-    }
-    let connections = || async {
-        h.ctl(reqwest::Method::GET, "/stats", None).await["connections"]
-            .as_u64()
-            .unwrap()
-    };
+    let ids = h.seed_many(48, "succeed").await;
+    let connections = || h.stat("connections");
     let before = connections().await;
     let client = h.builder().max_retries(0).build().unwrap();
     let out = client.get_many(TaskKind::ImageGeneration, &ids, 8).await;
@@ -277,15 +263,8 @@ async fn tls_http1_connections_are_reused() {
 /// Connections idle for longer than the pool keeps them are closed by the client, HTTP/1.1
 /// and HTTP/2 alike, with no further call to notice them (the server never closes them).
 async fn idle_connections_are_closed(h: H) {
-    let mut ids = Vec::new();
-    for _ in 0..16 {
-        ids.push(h.seed_status("succeed").await);
-    }
-    let open = || async {
-        h.ctl(reqwest::Method::GET, "/stats", None).await["open_connections"]
-            .as_u64()
-            .unwrap()
-    };
+    let ids = h.seed_many(16, "succeed").await;
+    let open = || h.stat("open_connections");
     let before = open().await;
     let client = h
         .builder()

@@ -134,6 +134,22 @@ impl H {
         self.seed(json!({ "status": status })).await
     }
 
+    /// `n` tasks seeded with `status`.
+    pub async fn seed_many(&self, n: usize, status: &str) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(self.seed_status(status).await);
+        }
+        ids
+    }
+
+    /// One counter of the emulator's `/__mock/stats` (`connections`, `open_connections`).
+    pub async fn stat(&self, name: &str) -> u64 {
+        self.ctl(reqwest::Method::GET, "/stats", None).await[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {name} in /__mock/stats"))
+    }
+
     /// Requests in the log whose path contains `needle`.
     pub async fn count(&self, needle: &str) -> usize {
         self.requests()
