@@ -64,24 +64,39 @@ function call(fn) {
 
 // Set in Task's static block (they need its private fields).
 let RAW_PROPERTY;
+let IMAGES_PROPERTY;
+let CREATED_PROPERTY;
+let UPDATED_PROPERTY;
 let rawTextOf;
+/** What a Task has not built yet (a private field's value until first read). */
+const PENDING = Symbol('pending');
 
 /**
  * A Task as the JS face shows it. The native layer writes each task in this final camelCase
  * shape (`bindings/node`'s `JsTask`: the one mapping of the core's fields), so the constructor
  * only copies the properties. The server's object comes as JSON text (`raw`) or, from
- * `getMany`, as the byte span `rawStart..rawEnd` of its chunk's buffer; either way it is
- * parsed into `raw` on first read.
+ * `getMany`, as the byte span `rawStart..rawEnd` of its chunk's buffer, with the images' JSON
+ * at `imagesStart..imagesEnd`; either way `raw` and `images` are parsed on first read.
+ * `createdAt` and `updatedAt` are made from the milliseconds on first read. All four are own
+ * enumerable properties in their place among the others (Object.keys, JSON.stringify,
+ * spread, structuredClone and assert.deepEqual see their values), settable like the rest.
  */
 class Task {
-  // The server's object, unparsed: a JSON string, or a Buffer with the span of its text (a
-  // getMany chunk's buffer, outside the JS heap). A Task keeps its chunk's buffer (the raw
-  // texts of up to a few thousand tasks answered in the same millisecond) until its `raw` is
-  // read: keeping a handful of tasks out of a large batch keeps those buffers too.
-  #rawSource;
+  // `#buf` is the chunk's buffer (outside the JS heap) while `raw` or `images` is still to be
+  // parsed from it, `#rawText` the server's object as a JSON string; `PENDING` marks what was
+  // never read. A Task keeps its chunk's buffer (the texts of up to a few thousand tasks
+  // answered in the same millisecond) until both were read: keeping a handful of tasks out of
+  // a large batch keeps those buffers too.
+  #buf;
+  #rawText;
   #rawStart;
   #rawEnd;
   #raw;
+  #imagesStart;
+  #imagesEnd;
+  #images;
+  #createdAt;
+  #updatedAt;
 
   constructor(v, raws) {
     const created = v.createdAtMs ?? null;
@@ -91,24 +106,34 @@ class Task {
     this.status = v.status;
     this.statusMsg = v.statusMsg ?? null;
     this.externalTaskId = v.externalTaskId ?? null;
-    this.createdAt = created === null ? null : new Date(created);
-    this.updatedAt = updated === null ? null : new Date(updated);
+    this.#createdAt = PENDING;
+    this.#updatedAt = PENDING;
+    Object.defineProperty(this, 'createdAt', CREATED_PROPERTY);
+    Object.defineProperty(this, 'updatedAt', UPDATED_PROPERTY);
     this.createdAtMs = created;
     this.updatedAtMs = updated;
     this.finalUnitDeduction = v.finalUnitDeduction ?? null;
-    this.images = v.images ?? [];
+    const spanned = raws !== undefined && v.rawStart !== undefined;
+    if (spanned) this.#buf = raws;
+    if (spanned && v.imagesStart !== undefined) {
+      this.#images = PENDING;
+      this.#imagesStart = v.imagesStart;
+      this.#imagesEnd = v.imagesEnd;
+    } else {
+      this.#images = v.images ?? [];
+    }
+    Object.defineProperty(this, 'images', IMAGES_PROPERTY);
     this.videos = v.videos ?? [];
     if (typeof v.raw === 'string') {
-      this.#rawSource = v.raw;
-    } else if (raws !== undefined && v.rawStart !== undefined) {
-      this.#rawSource = raws;
+      this.#raw = PENDING;
+      this.#rawText = v.raw;
+    } else if (spanned) {
+      this.#raw = PENDING;
       this.#rawStart = v.rawStart;
       this.#rawEnd = v.rawEnd;
     } else {
       this.#raw = v.raw ?? {};
     }
-    // An own enumerable property, in its place among the others (Object.keys, JSON.stringify,
-    // spread and structuredClone all see it), parsed when first read.
     Object.defineProperty(this, 'raw', RAW_PROPERTY);
     this.isTerminal = Boolean(v.isTerminal);
   }
@@ -117,10 +142,17 @@ class Task {
     // The server's object as JSON text, while it was never read (undefined once parsed or
     // set).
     const textOf = (task) => {
-      const src = task.#rawSource;
-      if (src === undefined) return undefined;
-      return typeof src === 'string' ? src : src.toString('utf8', task.#rawStart, task.#rawEnd);
+      if (task.#raw !== PENDING) return undefined;
+      return task.#rawText ?? task.#buf.toString('utf8', task.#rawStart, task.#rawEnd);
     };
+    // The texts are let go once nothing is left to parse from them.
+    const settle = (task) => {
+      if (task.#raw !== PENDING && task.#images !== PENDING) {
+        task.#buf = undefined;
+        task.#rawText = undefined;
+      }
+    };
+    const date = (ms) => (ms === null || ms === undefined ? null : new Date(ms));
     RAW_PROPERTY = {
       enumerable: true,
       configurable: true,
@@ -128,13 +160,50 @@ class Task {
         const text = textOf(this);
         if (text !== undefined) {
           this.#raw = JSON.parse(text);
-          this.#rawSource = undefined;
+          settle(this);
         }
         return this.#raw;
       },
       set(value) {
         this.#raw = value;
-        this.#rawSource = undefined;
+        settle(this);
+      },
+    };
+    IMAGES_PROPERTY = {
+      enumerable: true,
+      configurable: true,
+      get() {
+        if (this.#images === PENDING) {
+          this.#images = JSON.parse(this.#buf.toString('utf8', this.#imagesStart, this.#imagesEnd));
+          settle(this);
+        }
+        return this.#images;
+      },
+      set(value) {
+        this.#images = value;
+        settle(this);
+      },
+    };
+    CREATED_PROPERTY = {
+      enumerable: true,
+      configurable: true,
+      get() {
+        if (this.#createdAt === PENDING) this.#createdAt = date(this.createdAtMs);
+        return this.#createdAt;
+      },
+      set(value) {
+        this.#createdAt = value;
+      },
+    };
+    UPDATED_PROPERTY = {
+      enumerable: true,
+      configurable: true,
+      get() {
+        if (this.#updatedAt === PENDING) this.#updatedAt = date(this.updatedAtMs);
+        return this.#updatedAt;
+      },
+      set(value) {
+        this.#updatedAt = value;
       },
     };
     rawTextOf = (task) => {
@@ -152,7 +221,11 @@ class Task {
 }
 
 /** The fields of a native task with images and videos of their own (for a repeated id). */
-const freshCopy = (v) => ({ ...v, images: v.images.map((i) => ({ ...i })), videos: v.videos.map((x) => ({ ...x })) });
+const freshCopy = (v) => ({
+  ...v,
+  ...(v.images === undefined ? {} : { images: v.images.map((i) => ({ ...i })) }),
+  videos: v.videos.map((x) => ({ ...x })),
+});
 
 const taskOf = (text) => new Task(JSON.parse(text));
 

@@ -77,10 +77,12 @@ export declare function errorKinds(): Array<string>
 
 /**
  * One chunk of `getManyStream`: `json` is `[[positions, entry], ...]`, written by serde in
- * one pass, and `raws` holds the server's objects of its tasks, back to back, as received:
- * each task entry gives its span. The buffer is handed to JS without a copy and lives outside
- * the JS heap, so the garbage collector never copies the raw texts; a `Task` keeps its
- * chunk's buffer until its `raw` is read.
+ * one pass, and `raws` holds, for each task, the server's object as received and then its
+ * images as JSON (`[{index, url, watermarkUrl}]`): each task entry gives both spans. The
+ * buffer is handed to JS without a copy and lives outside the JS heap, so the garbage
+ * collector never copies these texts, and `JSON.parse` of a chunk builds only the small
+ * fields; a `Task` parses its `images` and `raw` from the buffer on first read, and keeps
+ * the buffer until both were read.
  */
 export interface NativeChunk {
   json: string

@@ -150,6 +150,36 @@ test('raw is parsed on first read and still behaves as an own property', async (
   assert.deepEqual(t.raw, { replaced: true });
 });
 
+test('images and the dates of a getMany task are built on first read and behave as own properties', async () => {
+  const id = await seed(mock.url, { status: 'succeed', n: 2 });
+  const one = await client.getTask(id);
+  const [t] = await client.getMany([id]);
+  for (const name of ['images', 'createdAt', 'updatedAt', 'raw']) {
+    const d = Object.getOwnPropertyDescriptor(t, name);
+    assert.ok(d && d.enumerable, `${name} is an own enumerable property`);
+  }
+  // Serialised before any read: JSON.stringify, spread and structuredClone see the values.
+  const json = JSON.parse(JSON.stringify(t));
+  assert.equal(json.images.length, 2);
+  assert.equal(json.createdAt, new Date(one.createdAtMs).toISOString());
+  const clone = structuredClone(t);
+  assert.ok(clone.createdAt instanceof Date);
+  assert.equal(clone.createdAt.getTime(), one.createdAtMs);
+  assert.deepEqual(clone.images, one.images);
+  assert.deepEqual({ ...t }, { ...one });
+  // Built once, then the same objects.
+  assert.equal(t.images, t.images);
+  assert.equal(t.createdAt, t.createdAt);
+  assert.ok(t.updatedAt instanceof Date && t.updatedAt.getTime() === one.updatedAtMs);
+  assert.deepEqual(t.images, one.images);
+  // Settable like the other properties, and raw still reads after images was replaced.
+  t.images = [];
+  t.createdAt = null;
+  assert.deepEqual(t.images, []);
+  assert.equal(t.createdAt, null);
+  assert.equal(t.raw.task_id, id);
+});
+
 test('listTasks returns Task objects', async () => {
   const ts = await client.listTasks({ page: 1, pageSize: 10 });
   assert.ok(Array.isArray(ts));

@@ -144,18 +144,20 @@ fn millis(name: &str, v: f64) -> napi::Result<Duration> {
 /// (string keys, non-finite floats become `null`); if it ever did, it is a decode error, not
 /// a panic.
 fn json_text<T: Serialize + ?Sized>(v: &T) -> klingwatch::Result<String> {
-    serde_json::to_string(v).map_err(|e| {
-        Error::new(
-            ErrorKind::Decode,
-            format!("could not serialise the result: {e}"),
-        )
-    })
+    serde_json::to_string(v).map_err(serialise_error)
+}
+
+fn serialise_error(e: serde_json::Error) -> Error {
+    Error::new(
+        ErrorKind::Decode,
+        format!("could not serialise the result: {e}"),
+    )
 }
 
 /// A task as the JS `Task` constructor reads it: the camelCase properties of the public API,
 /// in their final form (the constructor copies them; `images` and `videos` are used as
 /// parsed), and the server's object either inline as JSON text (`raw`) or as the byte span
-/// `rawStart..rawEnd` of its chunk's buffer (`getMany`).
+/// `rawStart..rawEnd` of its chunk's buffer (`getMany`, where `images` is a span too).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JsTask<'a> {
@@ -168,7 +170,10 @@ struct JsTask<'a> {
     created_at_ms: Option<i64>,
     updated_at_ms: Option<i64>,
     final_unit_deduction: &'a Option<String>,
-    images: JsImages<'a>,
+    /// Inline, or (`getMany`) as the JSON text at `imagesStart..imagesEnd` of the chunk's
+    /// buffer, parsed on first read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    images: Option<JsImages<'a>>,
     videos: JsVideos<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     raw: Option<&'a str>,
@@ -176,6 +181,10 @@ struct JsTask<'a> {
     raw_start: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     raw_end: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    images_start: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    images_end: Option<usize>,
 }
 
 impl<'a> JsTask<'a> {
@@ -184,9 +193,17 @@ impl<'a> JsTask<'a> {
         JsTask::with_raw(t, Some(t.raw.as_str()), None)
     }
 
-    /// `raw` as the span `start..end` of the chunk's buffer.
-    fn spanned(t: &'a Task, start: usize, end: usize) -> JsTask<'a> {
-        JsTask::with_raw(t, None, Some((start, end)))
+    /// `raw` and `images` as spans of the chunk's buffer `buf`, where this writes them.
+    fn spanned(t: &'a Task, buf: &mut Vec<u8>) -> klingwatch::Result<JsTask<'a>> {
+        let start = buf.len();
+        buf.extend_from_slice(t.raw.as_str().as_bytes());
+        let raw_end = buf.len();
+        serde_json::to_writer(&mut *buf, &JsImages(&t.images)).map_err(serialise_error)?;
+        let mut js = JsTask::with_raw(t, None, Some((start, raw_end)));
+        js.images = None;
+        js.images_start = Some(raw_end);
+        js.images_end = Some(buf.len());
+        Ok(js)
     }
 
     fn with_raw(t: &'a Task, raw: Option<&'a str>, span: Option<(usize, usize)>) -> JsTask<'a> {
@@ -200,11 +217,13 @@ impl<'a> JsTask<'a> {
             created_at_ms: t.created_at_ms,
             updated_at_ms: t.updated_at_ms,
             final_unit_deduction: &t.final_unit_deduction,
-            images: JsImages(&t.images),
+            images: Some(JsImages(&t.images)),
             videos: JsVideos(&t.videos),
             raw,
             raw_start: span.map(|s| s.0),
             raw_end: span.map(|s| s.1),
+            images_start: None,
+            images_end: None,
         }
     }
 }
@@ -280,10 +299,12 @@ enum ManyEntry<'a> {
 }
 
 /// One chunk of `getManyStream`: `json` is `[[positions, entry], ...]`, written by serde in
-/// one pass, and `raws` holds the server's objects of its tasks, back to back, as received:
-/// each task entry gives its span. The buffer is handed to JS without a copy and lives outside
-/// the JS heap, so the garbage collector never copies the raw texts; a `Task` keeps its
-/// chunk's buffer until its `raw` is read.
+/// one pass, and `raws` holds, for each task, the server's object as received and then its
+/// images as JSON (`[{index, url, watermarkUrl}]`): each task entry gives both spans. The
+/// buffer is handed to JS without a copy and lives outside the JS heap, so the garbage
+/// collector never copies these texts, and `JSON.parse` of a chunk builds only the small
+/// fields; a `Task` parses its `images` and `raw` from the buffer on first read, and keeps
+/// the buffer until both were read.
 #[napi(object)]
 pub struct NativeChunk {
     pub json: String,
@@ -291,25 +312,22 @@ pub struct NativeChunk {
 }
 
 fn chunk_out(chunk: Vec<BatchItem>) -> klingwatch::Result<NativeChunk> {
+    // The raw texts, and about as much again for the images' JSON.
     let size = chunk
         .iter()
-        .map(|i| i.result.as_ref().map_or(0, |t| t.raw.as_str().len()))
+        .map(|i| i.result.as_ref().map_or(0, |t| 2 * t.raw.as_str().len()))
         .sum();
     let mut raws = Vec::with_capacity(size);
-    let entries: Vec<(&[usize], ManyEntry<'_>)> = chunk
+    let entries = chunk
         .iter()
         .map(|item| {
             let entry = match &item.result {
-                Ok(t) => {
-                    let start = raws.len();
-                    raws.extend_from_slice(t.raw.as_str().as_bytes());
-                    ManyEntry::Task(JsTask::spanned(t, start, raws.len()))
-                }
+                Ok(t) => ManyEntry::Task(JsTask::spanned(t, &mut raws)?),
                 Err(e) => ManyEntry::Error(error_value(e)),
             };
-            (item.positions.as_slice(), entry)
+            Ok((item.positions.as_slice(), entry))
         })
-        .collect();
+        .collect::<klingwatch::Result<Vec<(&[usize], ManyEntry<'_>)>>>()?;
     Ok(NativeChunk {
         json: json_text(&entries)?,
         raws: raws.into(),
