@@ -1,9 +1,13 @@
-//! The direct transport of API calls: hyper's HTTP/2 client on one rustls connection, or
-//! hyper's HTTP/1.1 client on a pool of connections (plain HTTP, or a TLS server that does not
-//! offer HTTP/2), without reqwest's per-request layers (URL re-parsing, header-map clones for
-//! redirects and retries, the legacy pool's checkout and client clones). It carries every API
-//! call whose requests do not go through a proxy; reqwest carries proxied calls and result
-//! downloads.
+//! The direct transport of API calls: the `h2` crate's HTTP/2 client on one rustls
+//! connection, or hyper's HTTP/1.1 client on a pool of connections (plain HTTP, or a TLS
+//! server that does not offer HTTP/2), without reqwest's per-request layers (URL re-parsing,
+//! header-map clones for redirects and retries, the legacy pool's checkout and client clones).
+//! HTTP/2 goes to `h2` directly (the crate hyper's own HTTP/2 is built on): hyper's layer
+//! sends each request through a channel to the connection's task and spawns a task per
+//! request to await its answer; here the calling task opens the stream and awaits it.
+//!
+//! It carries every API call whose requests do not go through a proxy; reqwest carries
+//! proxied calls and result downloads.
 //!
 //! One difference remains: reqwest follows redirects, this transport does not (a 3xx answer
 //! is reported as the error it makes). The Kling API answers its calls directly; a redirect
@@ -23,10 +27,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::proxy::matcher::Matcher;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use reqwest::header::{
     HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT,
 };
@@ -65,17 +69,39 @@ pub(crate) fn timed_out() -> Error {
     Error::new(ErrorKind::Timeout, "request timed out").with_retryable(true)
 }
 
-/// How often an idle-looking connection with requests in flight is pinged, and how long a
-/// ping may go unanswered before the connection counts as dead (its requests fail as
-/// connection errors and the next call opens a new one).
+/// How often an HTTP/2 connection is pinged, and how long a ping may go unanswered before the
+/// connection counts as dead (its requests fail as connection errors and the next call opens
+/// a new one).
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Immediate re-sends of a request the server refused without processing it (HTTP/2
 /// REFUSED_STREAM, or a graceful GOAWAY), as reqwest does for its protocol NACKs.
 const NACK_RESENDS: u32 = 2;
 
-type H2Sender = http2::SendRequest<Full<Bytes>>;
+/// HTTP/2 flow-control windows, hyper's client defaults: a large list page is not held up
+/// waiting for window updates.
+const H2_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
 type H1Sender = http1::SendRequest<Full<Bytes>>;
+
+/// A handle onto the HTTP/2 connection (clones share it). `closed` is set when the connection
+/// ended, or refused a new stream (a GOAWAY, a broken connection): calls then open another.
+#[derive(Clone)]
+struct H2Sender {
+    send: h2::client::SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl H2Sender {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
 
 /// A connection handle: HTTP/2 (shared by every call) or HTTP/1.1 (one call at a time; `true`
 /// when it was taken from the pool rather than just opened).
@@ -384,14 +410,35 @@ impl Direct {
             }
             return self.handshake_h1(tls).await;
         }
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .handshake(TokioIo::new(tls))
+        let (send, mut connection) = h2::client::Builder::new()
+            .enable_push(false)
+            .initial_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .handshake::<_, Bytes>(tls)
             .await
             .map_err(connect_error)?;
-        self.run_connection(connection, "HTTP/2");
+        let sender = H2Sender {
+            send,
+            closed: Arc::new(AtomicBool::new(false)),
+        };
+        let ping_pong = connection.ping_pong();
+        // Not a handle: the connection ends once the pool and the calls let theirs go.
+        let closed = sender.closed.clone();
+        let host = self.host.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = connection => {
+                    if let Err(e) = r {
+                        tracing::debug!(%host, error = %e, "HTTP/2 connection ended");
+                    }
+                }
+                _ = keep_alive(ping_pong) => {
+                    tracing::debug!(%host, "HTTP/2 ping unanswered; closing the connection");
+                }
+            }
+            // Dropping the connection fails the streams still open on it.
+            closed.store(true, Ordering::Release);
+        });
         Ok(Conn::H2(sender))
     }
 
@@ -418,6 +465,44 @@ impl Direct {
                 tracing::debug!(%host, error = %e, "{protocol} connection ended");
             }
         });
+    }
+
+    /// One exchange on the HTTP/2 connection: the stream opened by the calling task (waiting
+    /// while the server's stream limit is reached), the body sent, the answer read.
+    async fn send_h2(
+        &self,
+        s: H2Sender,
+        req: http::Request<()>,
+        body: Option<&Bytes>,
+        max_body_bytes: usize,
+    ) -> std::result::Result<Received, Sent> {
+        let refused = |e: h2::Error| {
+            // The connection takes no new stream (GOAWAY, broken): the next call opens one.
+            s.close();
+            Sent::Refused(e)
+        };
+        let mut send = s.send.clone().ready().await.map_err(refused)?;
+        let body = body.filter(|b| !b.is_empty());
+        let (answer, mut stream) = send.send_request(req, body.is_none()).map_err(refused)?;
+        if let Some(b) = body {
+            // Queued whatever the window: h2 sends it as the server grants capacity.
+            stream
+                .send_data(b.clone(), true)
+                .map_err(|e| Sent::Failed(request_error(e)))?;
+        }
+        let resp = answer.await.map_err(|e| {
+            if e.is_go_away() || e.is_io() {
+                s.close();
+            }
+            if not_processed_h2(&e) {
+                Sent::Refused(e)
+            } else {
+                Sent::Failed(request_error(e))
+            }
+        })?;
+        read(resp.map(Incoming::H2), max_body_bytes)
+            .await
+            .map_err(Sent::Failed)
     }
 
     /// Sends one request and reads its answer within `timeout`.
@@ -461,23 +546,27 @@ impl Direct {
                     req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 }
                 let req = req
-                    .body(Full::new(body.cloned().unwrap_or_default()))
+                    .body(())
                     .map_err(|e| Error::config(format!("cannot build the request: {e}")))?;
-                let mut reused = false;
-                let sent = match conn {
-                    Conn::H2(mut s) => s.send_request(req).await.map(|resp| (resp, None)),
-                    Conn::H1(mut s, from_pool) => {
-                        reused = from_pool;
-                        s.send_request(req).await.map(|resp| (resp, Some(s)))
-                    }
-                };
-                match sent {
-                    Ok((resp, h1)) => {
-                        let received = read(resp, max_body_bytes).await?;
-                        // Read in full: the HTTP/1.1 connection can carry the next call.
-                        if let Some(s) = h1 {
-                            self.checkin(s);
+                let (mut s, reused) = match conn {
+                    Conn::H2(s) => match self.send_h2(s, req, body, max_body_bytes).await {
+                        Ok(received) => return Ok(received),
+                        Err(Sent::Refused(e)) if resends < NACK_RESENDS => {
+                            resends += 1;
+                            tracing::debug!(error = %e, "request refused unprocessed; sending again");
+                            continue;
                         }
+                        Err(Sent::Refused(e)) => return Err(request_error(e)),
+                        Err(Sent::Failed(e)) => return Err(e),
+                    },
+                    Conn::H1(s, reused) => (s, reused),
+                };
+                let req = req.map(|()| Full::new(body.cloned().unwrap_or_default()));
+                match s.send_request(req).await {
+                    Ok(resp) => {
+                        let received = read(resp.map(Incoming::H1), max_body_bytes).await?;
+                        // Read in full: the HTTP/1.1 connection can carry the next call.
+                        self.checkin(s);
                         return Ok(received);
                     }
                     // A pooled HTTP/1.1 connection that closed before the request was written
@@ -543,8 +632,61 @@ async fn reap_idle(pool: std::sync::Weak<Pool>) {
     }
 }
 
+/// How an HTTP/2 exchange did not produce an answer.
+enum Sent {
+    /// The server did not process the request (the stream was never opened, refused, or cut
+    /// by a graceful GOAWAY): safe to send again, even a create.
+    Refused(h2::Error),
+    Failed(Error),
+}
+
+/// Keeps pinging an HTTP/2 connection; returns when a ping goes unanswered (or cannot be
+/// sent), which ends the connection's task and so the connection.
+async fn keep_alive(ping_pong: Option<h2::PingPong>) {
+    let Some(mut ping_pong) = ping_pong else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(KEEP_ALIVE_INTERVAL).await;
+        match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, ping_pong.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            _ => return,
+        }
+    }
+}
+
+/// An answer's body, from either protocol.
+enum Incoming {
+    H1(hyper::body::Incoming),
+    H2(h2::RecvStream),
+}
+
+impl Incoming {
+    /// The next piece of the body; HTTP/2 flow-control capacity is given back as it is read.
+    async fn data(&mut self) -> Option<Result<Bytes>> {
+        match self {
+            Incoming::H1(b) => loop {
+                match b.frame().await? {
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => return Some(Ok(data)),
+                        Err(_) => continue, // trailers
+                    },
+                    Err(e) => return Some(Err(request_error(e))),
+                }
+            },
+            Incoming::H2(b) => match b.data().await? {
+                Ok(data) => {
+                    let _ = b.flow_control().release_capacity(data.len());
+                    Some(Ok(data))
+                }
+                Err(e) => Some(Err(request_error(e))),
+            },
+        }
+    }
+}
+
 /// The answer's status, `Retry-After` and body (at most `cap` bytes).
-async fn read(resp: http::Response<hyper::body::Incoming>, cap: usize) -> Result<Received> {
+async fn read(resp: http::Response<Incoming>, cap: usize) -> Result<Received> {
     let status = resp.status().as_u16();
     let retry_after = retry_after_of(resp.headers());
     let declared = resp
@@ -560,11 +702,8 @@ async fn read(resp: http::Response<hyper::body::Incoming>, cap: usize) -> Result
     let mut first: Option<Bytes> = None;
     let mut more: Option<BytesMut> = None;
     let mut len = 0usize;
-    while let Some(frame) = incoming.frame().await {
-        let frame = frame.map_err(|e| request_error(e).with_http_status(status))?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers
-        };
+    while let Some(data) = incoming.data().await {
+        let data = data.map_err(|e| e.with_http_status(status))?;
         len += data.len();
         if len > cap {
             return Err(body_too_large(cap, status));
@@ -679,7 +818,7 @@ fn connect_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
     .with_source(e)
 }
 
-fn request_error(e: hyper::Error) -> Error {
+fn request_error<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
     Error::new(
         ErrorKind::Connection,
         format!("connection error: {}", detail(&e)),
@@ -697,12 +836,15 @@ fn not_processed(e: &hyper::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = src {
         if let Some(h2e) = s.downcast_ref::<h2::Error>() {
-            return h2e.reason() == Some(h2::Reason::REFUSED_STREAM)
-                || (h2e.is_go_away()
-                    && h2e.is_remote()
-                    && h2e.reason() == Some(h2::Reason::NO_ERROR));
+            return not_processed_h2(h2e);
         }
         src = s.source();
     }
     false
+}
+
+/// An HTTP/2 stream the server refused (REFUSED_STREAM) or cut by a graceful GOAWAY.
+fn not_processed_h2(e: &h2::Error) -> bool {
+    e.reason() == Some(h2::Reason::REFUSED_STREAM)
+        || (e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR))
 }
