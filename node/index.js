@@ -184,28 +184,25 @@ class Task {
         settle(this);
       },
     };
-    CREATED_PROPERTY = {
+    // `createdAt`/`updatedAt`: a Date made from the milliseconds on first read (`read` and
+    // `write` reach the private field that caches it).
+    const dateProperty = (read, write, ms) => ({
       enumerable: true,
       configurable: true,
       get() {
-        if (this.#createdAt === PENDING) this.#createdAt = date(this.createdAtMs);
-        return this.#createdAt;
+        let d = read(this);
+        if (d === PENDING) {
+          d = date(ms(this));
+          write(this, d);
+        }
+        return d;
       },
       set(value) {
-        this.#createdAt = value;
+        write(this, value);
       },
-    };
-    UPDATED_PROPERTY = {
-      enumerable: true,
-      configurable: true,
-      get() {
-        if (this.#updatedAt === PENDING) this.#updatedAt = date(this.updatedAtMs);
-        return this.#updatedAt;
-      },
-      set(value) {
-        this.#updatedAt = value;
-      },
-    };
+    });
+    CREATED_PROPERTY = dateProperty((t) => t.#createdAt, (t, v) => { t.#createdAt = v; }, (t) => t.createdAtMs);
+    UPDATED_PROPERTY = dateProperty((t) => t.#updatedAt, (t, v) => { t.#updatedAt = v; }, (t) => t.updatedAtMs);
     rawTextOf = (task) => {
       const text = textOf(task);
       if (text !== undefined) return text;
