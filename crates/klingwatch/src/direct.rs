@@ -485,10 +485,13 @@ impl Direct {
         let body = body.filter(|b| !b.is_empty());
         let (answer, mut stream) = send.send_request(req, body.is_none()).map_err(refused)?;
         if let Some(b) = body {
-            // Queued whatever the window: h2 sends it as the server grants capacity.
-            stream
-                .send_data(b.clone(), true)
-                .map_err(|e| Sent::Failed(request_error(e)))?;
+            // Queued whatever the window: h2 sends it as the server grants capacity. A server
+            // may answer before reading the body and reset the stream with NO_ERROR (RFC 9113
+            // section 8.1): the stream is then closed here, yet its answer stands, so a failure
+            // to send is not the exchange's outcome; the answer (or its error) below is.
+            if let Err(e) = stream.send_data(b.clone(), true) {
+                tracing::trace!(error = %e, "request body not sent; reading the answer");
+            }
         }
         let resp = answer.await.map_err(|e| {
             if e.is_go_away() || e.is_io() {
