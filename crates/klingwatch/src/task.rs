@@ -1,10 +1,11 @@
 //! The task model: status, kind, results, and lenient parsing of Kling task objects.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -410,141 +411,363 @@ pub(crate) fn not_an_object(got: &str) -> Error {
     )
 }
 
-/// The fields of a task object the typed [`Task`] is made from; every other field is
-/// skipped (it stays in [`Task::raw`]). A repeated key keeps its last value, as a map would.
+/// The fields of a task object the typed [`Task`] is made from, read from the text straight
+/// into these slots (no tree of the object is built); every other field is skipped (it stays
+/// in [`Task::raw`]). A repeated key keeps its last value, as a map would. Reading is lenient
+/// at every level: a value of an unexpected JSON type reads as absent, never as an error.
 #[derive(Default)]
 struct Fields {
-    task_id: Option<Value>,
+    task_id: Option<Scalar>,
+    /// A value: a status that is not a string is shown as its JSON text.
     task_status: Option<Value>,
-    task_status_msg: Option<Value>,
-    task_info: Option<Value>,
-    external_task_id: Option<Value>,
-    created_at: Option<Value>,
-    updated_at: Option<Value>,
-    final_unit_deduction: Option<Value>,
-    task_result: Option<Value>,
+    task_status_msg: Option<Scalar>,
+    task_info: Option<Info>,
+    external_task_id: Option<Scalar>,
+    created_at: Option<Scalar>,
+    updated_at: Option<Scalar>,
+    final_unit_deduction: Option<Scalar>,
+    task_result: Option<Results>,
 }
 
-impl Fields {
-    fn from_map(mut m: Map<String, Value>) -> Fields {
-        Fields {
-            task_id: m.remove("task_id"),
-            task_status: m.remove("task_status"),
-            task_status_msg: m.remove("task_status_msg"),
-            task_info: m.remove("task_info"),
-            external_task_id: m.remove("external_task_id"),
-            created_at: m.remove("created_at"),
-            updated_at: m.remove("updated_at"),
-            final_unit_deduction: m.remove("final_unit_deduction"),
-            task_result: m.remove("task_result"),
-        }
-    }
+/// `task_info`: only `external_task_id` is read.
+#[derive(Default)]
+struct Info {
+    external_task_id: Option<Scalar>,
 }
 
-enum Key {
-    TaskId,
-    TaskStatus,
-    TaskStatusMsg,
-    TaskInfo,
-    ExternalTaskId,
-    CreatedAt,
-    UpdatedAt,
-    FinalUnitDeduction,
-    TaskResult,
+/// `task_result`: its `images` and `videos`.
+#[derive(Default)]
+struct Results {
+    images: Items,
+    videos: Items,
+}
+
+/// An array of result entries; any other value reads as empty. Every element keeps its
+/// place (an image without `index` is numbered by its position), a non-object as an empty
+/// entry.
+#[derive(Default)]
+struct Items(Vec<Item>);
+
+/// One image or video entry.
+#[derive(Default)]
+struct Item {
+    url: Option<Scalar>,
+    index: Option<Scalar>,
+    id: Option<Scalar>,
+    watermark_url: Option<Scalar>,
+    duration: Option<Scalar>,
+}
+
+/// A JSON value as the lenient readers see it: a string, a number, or anything else.
+enum Scalar {
+    Str(String),
+    Num(serde_json::Number),
     Other,
 }
 
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Key, D::Error> {
-        struct KeyVisitor;
-        impl Visitor<'_> for KeyVisitor {
-            type Value = Key;
+impl Scalar {
+    /// A string, or a number in its JSON spelling.
+    fn into_string(self) -> Option<String> {
+        match self {
+            Scalar::Str(s) => Some(s),
+            Scalar::Num(n) => Some(n.to_string()),
+            Scalar::Other => None,
+        }
+    }
+
+    /// An integer: a number (a fraction truncated) or a string holding one.
+    fn as_i64(&self) -> Option<i64> {
+        match self {
+            Scalar::Num(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+            Scalar::Str(s) => s.trim().parse().ok(),
+            Scalar::Other => None,
+        }
+    }
+
+    /// A number, or a string holding one.
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Scalar::Num(n) => n.as_f64(),
+            Scalar::Str(s) => s.trim().parse().ok(),
+            Scalar::Other => None,
+        }
+    }
+}
+
+/// [`Scalar::into_string`] without empty strings.
+fn non_empty(v: Option<Scalar>) -> Option<String> {
+    v.and_then(Scalar::into_string).filter(|s| !s.is_empty())
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Scalar, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> Visitor<'de> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> std::result::Result<Scalar, E> {
+                Ok(Scalar::Str(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Scalar, E> {
+                Ok(Scalar::Num(v.into()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<Scalar, E> {
+                Ok(Scalar::Num(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<Scalar, E> {
+                Ok(serde_json::Number::from_f64(v).map_or(Scalar::Other, Scalar::Num))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<Scalar, E> {
+                Ok(Scalar::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> std::result::Result<Scalar, A::Error> {
+                IgnoredAny.visit_map(m).map(|_| Scalar::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, s: A) -> std::result::Result<Scalar, A::Error> {
+                IgnoredAny.visit_seq(s).map(|_| Scalar::Other)
+            }
+        }
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// An object read into typed slots: a known key's value goes to its slot, any other key is
+/// skipped, and a value that is not an object reads as `Self::default()`.
+trait Lenient: Default {
+    const WHAT: &'static str;
+    /// The number of a known key, `None` for a key to skip.
+    fn key(name: &str) -> Option<u8>;
+    /// Reads the value of known key `k` into its slot.
+    fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        k: u8,
+        m: &mut A,
+    ) -> std::result::Result<(), A::Error>;
+}
+
+/// A key of a [`Lenient`] object, matched without allocating.
+struct KeyOf<T>(Option<u8>, PhantomData<T>);
+
+impl<'de, T: Lenient> Deserialize<'de> for KeyOf<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct KeyVisitor<T>(PhantomData<T>);
+        impl<T: Lenient> Visitor<'_> for KeyVisitor<T> {
+            type Value = KeyOf<T>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a field name")
             }
-            fn visit_str<E: de::Error>(self, k: &str) -> std::result::Result<Key, E> {
-                Ok(match k {
-                    "task_id" => Key::TaskId,
-                    "task_status" => Key::TaskStatus,
-                    "task_status_msg" => Key::TaskStatusMsg,
-                    "task_info" => Key::TaskInfo,
-                    "external_task_id" => Key::ExternalTaskId,
-                    "created_at" => Key::CreatedAt,
-                    "updated_at" => Key::UpdatedAt,
-                    "final_unit_deduction" => Key::FinalUnitDeduction,
-                    "task_result" => Key::TaskResult,
-                    _ => Key::Other,
-                })
+            fn visit_str<E: de::Error>(self, k: &str) -> std::result::Result<KeyOf<T>, E> {
+                Ok(KeyOf(T::key(k), PhantomData))
             }
         }
-        d.deserialize_identifier(KeyVisitor)
+        d.deserialize_identifier(KeyVisitor(PhantomData))
     }
 }
 
-impl<'de> Deserialize<'de> for Fields {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Fields, D::Error> {
-        struct FieldsVisitor;
-        impl<'de> Visitor<'de> for FieldsVisitor {
-            type Value = Fields;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a task object")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> std::result::Result<Fields, A::Error> {
-                let mut f = Fields::default();
-                while let Some(key) = m.next_key::<Key>()? {
-                    let slot = match key {
-                        Key::TaskId => &mut f.task_id,
-                        Key::TaskStatus => &mut f.task_status,
-                        Key::TaskStatusMsg => &mut f.task_status_msg,
-                        Key::TaskInfo => &mut f.task_info,
-                        Key::ExternalTaskId => &mut f.external_task_id,
-                        Key::CreatedAt => &mut f.created_at,
-                        Key::UpdatedAt => &mut f.updated_at,
-                        Key::FinalUnitDeduction => &mut f.final_unit_deduction,
-                        Key::TaskResult => &mut f.task_result,
-                        Key::Other => {
-                            m.next_value::<IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    *slot = Some(m.next_value()?);
+/// The `visit_*` methods of the JSON scalars (string, number, boolean, null), each reading
+/// as `Self::Value::default()`: a lenient reader's answer to a value of the wrong type.
+macro_rules! scalars_read_as_default {
+    () => {
+        fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_unit<E: de::Error>(self) -> std::result::Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+    };
+}
+
+struct LenientVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Lenient> Visitor<'de> for LenientVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(T::WHAT)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<T, A::Error> {
+        let mut out = T::default();
+        while let Some(KeyOf(k, _)) = m.next_key::<KeyOf<T>>()? {
+            match k {
+                Some(k) => out.read(k, &mut m)?,
+                None => {
+                    m.next_value::<IgnoredAny>()?;
                 }
-                Ok(f)
             }
         }
-        d.deserialize_map(FieldsVisitor)
+        Ok(out)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, s: A) -> std::result::Result<T, A::Error> {
+        IgnoredAny.visit_seq(s).map(|_| T::default())
+    }
+    scalars_read_as_default!();
+}
+
+/// `Deserialize` for [`Lenient`] objects.
+macro_rules! lenient_deserialize {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<$t, D::Error> {
+                d.deserialize_any(LenientVisitor(PhantomData))
+            }
+        }
+    )*};
+}
+lenient_deserialize!(Fields, Info, Results, Item);
+
+/// Reads the next value into `slot` (the last of a repeated key wins).
+fn slot<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    slot: &mut Option<T>,
+    m: &mut A,
+) -> std::result::Result<(), A::Error> {
+    *slot = Some(m.next_value()?);
+    Ok(())
+}
+
+impl Lenient for Fields {
+    const WHAT: &'static str = "a task object";
+    fn key(name: &str) -> Option<u8> {
+        Some(match name {
+            "task_id" => 0,
+            "task_status" => 1,
+            "task_status_msg" => 2,
+            "task_info" => 3,
+            "external_task_id" => 4,
+            "created_at" => 5,
+            "updated_at" => 6,
+            "final_unit_deduction" => 7,
+            "task_result" => 8,
+            _ => return None,
+        })
+    }
+    fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        k: u8,
+        m: &mut A,
+    ) -> std::result::Result<(), A::Error> {
+        match k {
+            0 => slot(&mut self.task_id, m),
+            1 => slot(&mut self.task_status, m),
+            2 => slot(&mut self.task_status_msg, m),
+            3 => slot(&mut self.task_info, m),
+            4 => slot(&mut self.external_task_id, m),
+            5 => slot(&mut self.created_at, m),
+            6 => slot(&mut self.updated_at, m),
+            7 => slot(&mut self.final_unit_deduction, m),
+            _ => slot(&mut self.task_result, m),
+        }
     }
 }
 
-fn as_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+impl Lenient for Info {
+    const WHAT: &'static str = "task_info";
+    fn key(name: &str) -> Option<u8> {
+        (name == "external_task_id").then_some(0)
+    }
+    fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        _: u8,
+        m: &mut A,
+    ) -> std::result::Result<(), A::Error> {
+        slot(&mut self.external_task_id, m)
     }
 }
 
-fn as_i64(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+impl Lenient for Results {
+    const WHAT: &'static str = "task_result";
+    fn key(name: &str) -> Option<u8> {
+        match name {
+            "images" => Some(0),
+            "videos" => Some(1),
+            _ => None,
+        }
+    }
+    fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        k: u8,
+        m: &mut A,
+    ) -> std::result::Result<(), A::Error> {
+        let items = m.next_value::<Items>()?;
+        if k == 0 {
+            self.images = items;
+        } else {
+            self.videos = items;
+        }
+        Ok(())
     }
 }
 
-fn as_f64(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+impl Lenient for Item {
+    const WHAT: &'static str = "a result entry";
+    fn key(name: &str) -> Option<u8> {
+        Some(match name {
+            "url" => 0,
+            "index" => 1,
+            "id" => 2,
+            "watermark_url" => 3,
+            "duration" => 4,
+            _ => return None,
+        })
+    }
+    fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        k: u8,
+        m: &mut A,
+    ) -> std::result::Result<(), A::Error> {
+        match k {
+            0 => slot(&mut self.url, m),
+            1 => slot(&mut self.index, m),
+            2 => slot(&mut self.id, m),
+            3 => slot(&mut self.watermark_url, m),
+            _ => slot(&mut self.duration, m),
+        }
     }
 }
 
-fn non_empty(v: Option<&Value>) -> Option<String> {
-    v.and_then(as_string).filter(|s| !s.is_empty())
+impl<'de> Deserialize<'de> for Items {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Items, D::Error> {
+        struct ItemsVisitor;
+        impl<'de> Visitor<'de> for ItemsVisitor {
+            type Value = Items;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of result entries")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> std::result::Result<Items, A::Error> {
+                let mut items = Vec::with_capacity(s.size_hint().unwrap_or(0).min(64));
+                while let Some(item) = s.next_element::<Item>()? {
+                    items.push(item);
+                }
+                Ok(Items(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> std::result::Result<Items, A::Error> {
+                IgnoredAny.visit_map(m).map(|_| Items::default())
+            }
+            scalars_read_as_default!();
+        }
+        d.deserialize_any(ItemsVisitor)
+    }
 }
 
 fn ms_to_system_time(ms: i64) -> SystemTime {
@@ -568,8 +791,8 @@ impl Task {
 
     /// Like [`Task::from_value`], from an already split object.
     pub fn from_map(kind: TaskKind, map: Map<String, Value>) -> Result<Task> {
-        let raw = RawJson::from_map(&map);
-        Task::from_fields(kind, Fields::from_map(map), raw)
+        // Read from its text, the one way the typed fields are read.
+        Task::from_raw_object(kind, RawJson::from_map(&map))
     }
 
     /// Parses a JSON text holding one task object (a callback body, say). The text is kept
@@ -589,7 +812,11 @@ impl Task {
     /// (the `data` of a response envelope): the typed fields are read from the text, which is
     /// kept as [`Task::raw`] without building a tree of it.
     pub fn from_raw(kind: TaskKind, raw: Box<RawValue>) -> Result<Task> {
-        let raw = RawJson::new(raw);
+        Task::from_raw_object(kind, RawJson::new(raw))
+    }
+
+    /// The one place the typed fields are read: from the text of `raw`.
+    fn from_raw_object(kind: TaskKind, raw: RawJson) -> Result<Task> {
         let fields = match raw.json_type() {
             "an object" => serde_json::from_str::<Fields>(raw.as_str()).map_err(|e| {
                 Error::new(
@@ -603,29 +830,23 @@ impl Task {
         Task::from_fields(kind, fields, raw)
     }
 
-    /// The one place the typed fields are read (from a map or from text alike).
     fn from_fields(kind: TaskKind, f: Fields, raw: RawJson) -> Result<Task> {
-        let id = f
-            .task_id
-            .as_ref()
-            .and_then(as_string)
-            .filter(|s| !s.is_empty())
+        let id = non_empty(f.task_id)
             .ok_or_else(|| Error::new(ErrorKind::Decode, "task object has no task_id"))?;
         let status = match f.task_status {
             Some(Value::String(s)) => TaskStatus::parse(&s),
             Some(other) => TaskStatus::Unknown(other.to_string()),
             None => TaskStatus::Unknown(String::new()),
         };
-        let status_msg = f.task_status_msg.as_ref().and_then(as_string);
-        let external_task_id =
-            non_empty(f.task_info.as_ref().and_then(|i| i.get("external_task_id")))
-                .or_else(|| non_empty(f.external_task_id.as_ref()));
-        let created_at_ms = f.created_at.as_ref().and_then(as_i64);
-        let updated_at_ms = f.updated_at.as_ref().and_then(as_i64);
-        let final_unit_deduction = f.final_unit_deduction.as_ref().and_then(as_string);
-        let result = f.task_result.as_ref();
-        let images = parse_images(result.and_then(|r| r.get("images")));
-        let videos = parse_videos(result.and_then(|r| r.get("videos")));
+        let status_msg = f.task_status_msg.and_then(Scalar::into_string);
+        let external_task_id = non_empty(f.task_info.and_then(|i| i.external_task_id))
+            .or_else(|| non_empty(f.external_task_id));
+        let created_at_ms = f.created_at.as_ref().and_then(Scalar::as_i64);
+        let updated_at_ms = f.updated_at.as_ref().and_then(Scalar::as_i64);
+        let final_unit_deduction = f.final_unit_deduction.and_then(Scalar::into_string);
+        let Results { images, videos } = f.task_result.unwrap_or_default();
+        let images = images_of(images);
+        let videos = videos_of(videos);
         Ok(Task {
             id,
             kind,
@@ -707,50 +928,42 @@ impl Task {
     }
 }
 
-fn parse_images(v: Option<&Value>) -> Vec<Image> {
-    let Some(Value::Array(items)) = v else {
-        return Vec::new();
-    };
+/// The entries with a URL; `index` (or `id`) numbers an image, its position otherwise.
+fn images_of(items: Items) -> Vec<Image> {
     items
-        .iter()
+        .0
+        .into_iter()
         .enumerate()
         .filter_map(|(pos, item)| {
-            let url = item
-                .get("url")
-                .and_then(as_string)
-                .filter(|u| !u.is_empty())?;
+            let url = non_empty(item.url)?;
             let index = item
-                .get("index")
-                .and_then(as_i64)
-                .or_else(|| item.get("id").and_then(as_i64))
+                .index
+                .as_ref()
+                .and_then(Scalar::as_i64)
+                .or_else(|| item.id.as_ref().and_then(Scalar::as_i64))
                 .and_then(|i| u32::try_from(i).ok())
                 .unwrap_or(pos as u32);
-            let watermark_url = non_empty(item.get("watermark_url"));
             Some(Image {
                 index,
                 url,
-                watermark_url,
+                watermark_url: non_empty(item.watermark_url),
             })
         })
         .collect()
 }
 
-fn parse_videos(v: Option<&Value>) -> Vec<Video> {
-    let Some(Value::Array(items)) = v else {
-        return Vec::new();
-    };
+/// The entries with a URL.
+fn videos_of(items: Items) -> Vec<Video> {
     items
-        .iter()
+        .0
+        .into_iter()
         .filter_map(|item| {
-            let url = item
-                .get("url")
-                .and_then(as_string)
-                .filter(|u| !u.is_empty())?;
+            let url = non_empty(item.url)?;
             Some(Video {
-                id: item.get("id").and_then(as_string).unwrap_or_default(),
+                id: item.id.and_then(Scalar::into_string).unwrap_or_default(),
                 url,
-                watermark_url: non_empty(item.get("watermark_url")),
-                duration_s: item.get("duration").and_then(as_f64),
+                watermark_url: non_empty(item.watermark_url),
+                duration_s: item.duration.as_ref().and_then(Scalar::as_f64),
             })
         })
         .collect()
@@ -853,6 +1066,61 @@ mod to_json_tests {
         // Written verbatim into the stable object.
         let text = serde_json::to_string(&t).unwrap();
         assert!(text.ends_with(&format!(r#""raw":{body}}}"#)), "{text}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_reads_as_absent_at_every_level() {
+        // Each field's slot is read from the text with its own lenient reader: objects,
+        // arrays and scalars where another type was expected are skipped, never an error.
+        let body = r#"{"task_id":7,"task_status":{"a" : 1},"task_status_msg":false,
+            "task_info":"not an object","external_task_id":"top",
+            "created_at":1722769557708.9,"updated_at":"soon","final_unit_deduction":2,
+            "task_result":{"images":{"not":"an array"}},
+            "task_result":{"images":[5,{"url":{"x":1}},{"url":"https://x/c.png","index":" 3 "},
+                {"url":12,"index":-1,"id":"9"},{"url":"https://x/d.png","id":"4","watermark_url":""},
+                {"url":"https://x/e.png","url":"https://x/f.png","watermark_url":["w"]}],
+              "videos":[null,{"url":"https://x/v.mp4","id":11,"duration":"5.5","watermark_url":"https://x/w.mp4"}]}}"#;
+        let t = Task::from_json_slice(TaskKind::ImageGeneration, body.as_bytes()).unwrap();
+        assert_eq!(t.id, "7");
+        assert_eq!(t.status, TaskStatus::Unknown(r#"{"a":1}"#.into()));
+        assert_eq!(t.status_msg, None);
+        assert_eq!(t.external_task_id.as_deref(), Some("top"));
+        assert_eq!(t.created_at_ms, Some(1722769557708));
+        assert_eq!(t.updated_at_ms, None);
+        assert_eq!(t.final_unit_deduction.as_deref(), Some("2"));
+        let images: Vec<(u32, &str, Option<&str>)> = t
+            .images
+            .iter()
+            .map(|i| (i.index, i.url.as_str(), i.watermark_url.as_deref()))
+            .collect();
+        // The last `task_result` wins; a non-object or URL-less entry is dropped but keeps
+        // its position; a negative index falls back to the position, not to `id`.
+        assert_eq!(
+            images,
+            [
+                (3, "https://x/c.png", None),
+                (3, "12", None),
+                (4, "https://x/d.png", None),
+                (5, "https://x/f.png", None)
+            ]
+        );
+        assert_eq!(
+            t.videos,
+            [Video {
+                id: "11".into(),
+                url: "https://x/v.mp4".into(),
+                watermark_url: Some("https://x/w.mp4".into()),
+                duration_s: Some(5.5),
+            }]
+        );
+        // The same object as a map (a callback's parsed body) reads the same.
+        let v: Value = serde_json::from_str(body).unwrap();
+        let m = Task::from_value(TaskKind::ImageGeneration, v).unwrap();
+        assert_eq!((m.images, m.videos), (t.images.clone(), t.videos.clone()));
+        // A task_info object is read before the top-level external_task_id.
+        let b = r#"{"task_id":"t","task_info":{"external_task_id":"inner","x":[1]},"external_task_id":"top"}"#;
+        let t = Task::from_json_slice(TaskKind::ImageGeneration, b.as_bytes()).unwrap();
+        assert_eq!(t.external_task_id.as_deref(), Some("inner"));
     }
 
     #[test]
