@@ -65,21 +65,23 @@ function call(fn) {
 // Set in Task's static block (they need its private fields).
 let RAW_PROPERTY;
 let IMAGES_PROPERTY;
-let CREATED_PROPERTY;
-let UPDATED_PROPERTY;
 let rawTextOf;
 /** What a Task has not built yet (a private field's value until first read). */
 const PENDING = Symbol('pending');
+/** Marks a `getMany` chunk row given to the Task constructor (see `taskOfRow`). */
+const ROW = Symbol('row');
+const dateOf = (ms) => (ms === null || ms === undefined ? null : new Date(ms));
 
 /**
  * A Task as the JS face shows it. The native layer writes each task in this final camelCase
  * shape (`bindings/node`'s `JsTask`: the one mapping of the core's fields), so the constructor
- * only copies the properties. The server's object comes as JSON text (`raw`) or, from
- * `getMany`, as the byte span `rawStart..rawEnd` of its chunk's buffer, with the images' JSON
- * at `imagesStart..imagesEnd`; either way `raw` and `images` are parsed on first read.
- * `createdAt` and `updatedAt` are made from the milliseconds on first read. All four are own
- * enumerable properties in their place among the others (Object.keys, JSON.stringify,
- * spread, structuredClone and assert.deepEqual see their values), settable like the rest.
+ * only copies the properties: from an object, or from a `getMany` chunk row (`ChunkRow`: the
+ * same fields as an array, in `JsTask`'s order). The server's object comes as JSON text
+ * (`raw`) or, from `getMany`, as the byte span `rawStart..rawEnd` of its chunk's buffer, with
+ * the images' JSON at `imagesStart..imagesEnd`; either way `raw` and `images` are parsed on
+ * first read. Both are own enumerable properties in their place among the others
+ * (Object.keys, JSON.stringify, spread, structuredClone and assert.deepEqual see their
+ * values), settable like the rest.
  */
 class Task {
   // `#buf` is the chunk's buffer (outside the JS heap) while `raw` or `images` is still to be
@@ -95,24 +97,21 @@ class Task {
   #imagesStart;
   #imagesEnd;
   #images;
-  #createdAt;
-  #updatedAt;
 
-  constructor(v, raws) {
-    const created = v.createdAtMs ?? null;
-    const updated = v.updatedAtMs ?? null;
-    this.id = v.id;
-    this.kind = v.kind;
-    this.status = v.status;
-    this.statusMsg = v.statusMsg ?? null;
-    this.externalTaskId = v.externalTaskId ?? null;
-    this.#createdAt = PENDING;
-    this.#updatedAt = PENDING;
-    Object.defineProperty(this, 'createdAt', CREATED_PROPERTY);
-    Object.defineProperty(this, 'updatedAt', UPDATED_PROPERTY);
-    this.createdAtMs = created;
-    this.updatedAtMs = updated;
-    this.finalUnitDeduction = v.finalUnitDeduction ?? null;
+  constructor(v, raws, row) {
+    if (v === ROW) {
+      // [positions, id, kind, status, isTerminal, statusMsg, externalTaskId, createdAtMs,
+      //  updatedAtMs, finalUnitDeduction, videos, rawStart, rawEnd, imagesStart, imagesEnd]
+      this.#buf = raws;
+      this.#raw = PENDING;
+      this.#rawStart = row[11];
+      this.#rawEnd = row[12];
+      this.#images = PENDING;
+      this.#imagesStart = row[13];
+      this.#imagesEnd = row[14];
+      this.#fill(row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10]);
+      return;
+    }
     const spanned = raws !== undefined && v.rawStart !== undefined;
     if (spanned) this.#buf = raws;
     if (spanned && v.imagesStart !== undefined) {
@@ -122,8 +121,6 @@ class Task {
     } else {
       this.#images = v.images ?? [];
     }
-    Object.defineProperty(this, 'images', IMAGES_PROPERTY);
-    this.videos = v.videos ?? [];
     if (typeof v.raw === 'string') {
       this.#raw = PENDING;
       this.#rawText = v.raw;
@@ -134,8 +131,27 @@ class Task {
     } else {
       this.#raw = v.raw ?? {};
     }
+    this.#fill(v.id, v.kind, v.status, v.isTerminal, v.statusMsg, v.externalTaskId, v.createdAtMs, v.updatedAtMs, v.finalUnitDeduction, v.videos);
+  }
+
+  /** The properties, in their order (`images` and `raw` as accessors of the fields set). */
+  #fill(id, kind, status, isTerminal, statusMsg, externalTaskId, createdAtMs, updatedAtMs, finalUnitDeduction, videos) {
+    const created = createdAtMs ?? null;
+    const updated = updatedAtMs ?? null;
+    this.id = id;
+    this.kind = kind;
+    this.status = status;
+    this.statusMsg = statusMsg ?? null;
+    this.externalTaskId = externalTaskId ?? null;
+    this.createdAt = dateOf(created);
+    this.updatedAt = dateOf(updated);
+    this.createdAtMs = created;
+    this.updatedAtMs = updated;
+    this.finalUnitDeduction = finalUnitDeduction ?? null;
+    Object.defineProperty(this, 'images', IMAGES_PROPERTY);
+    this.videos = videos ?? [];
     Object.defineProperty(this, 'raw', RAW_PROPERTY);
-    this.isTerminal = Boolean(v.isTerminal);
+    this.isTerminal = Boolean(isTerminal);
   }
 
   static {
@@ -152,7 +168,6 @@ class Task {
         task.#rawText = undefined;
       }
     };
-    const date = (ms) => (ms === null || ms === undefined ? null : new Date(ms));
     RAW_PROPERTY = {
       enumerable: true,
       configurable: true,
@@ -184,25 +199,6 @@ class Task {
         settle(this);
       },
     };
-    // `createdAt`/`updatedAt`: a Date made from the milliseconds on first read (`read` and
-    // `write` reach the private field that caches it).
-    const dateProperty = (read, write, ms) => ({
-      enumerable: true,
-      configurable: true,
-      get() {
-        let d = read(this);
-        if (d === PENDING) {
-          d = date(ms(this));
-          write(this, d);
-        }
-        return d;
-      },
-      set(value) {
-        write(this, value);
-      },
-    });
-    CREATED_PROPERTY = dateProperty((t) => t.#createdAt, (t, v) => { t.#createdAt = v; }, (t) => t.createdAtMs);
-    UPDATED_PROPERTY = dateProperty((t) => t.#updatedAt, (t, v) => { t.#updatedAt = v; }, (t) => t.updatedAtMs);
     rawTextOf = (task) => {
       const text = textOf(task);
       if (text !== undefined) return text;
@@ -217,12 +213,12 @@ class Task {
   }
 }
 
-/** The fields of a native task with images and videos of their own (for a repeated id). */
-const freshCopy = (v) => ({
-  ...v,
-  ...(v.images === undefined ? {} : { images: v.images.map((i) => ({ ...i })) }),
-  videos: v.videos.map((x) => ({ ...x })),
-});
+/**
+ * The Task of a `getMany` chunk row; `fresh` gives it videos of its own (an id given twice
+ * gets equal, separate objects; its images are parsed per Task anyway).
+ */
+const taskOfRow = (row, raws, fresh) =>
+  new Task(ROW, raws, fresh ? [...row.slice(0, 10), row[10].map((x) => ({ ...x })), ...row.slice(11)] : row);
 
 const taskOf = (text) => new Task(JSON.parse(text));
 
@@ -438,10 +434,11 @@ class Client {
     // Chunks of answers are converted here while the rest of the batch is in flight.
     const chunks = drain(signal, (c) => n.getManyStream(kind, list, concurrency, c), (x) => x);
     for await (const { json, raws } of chunks) {
-      for (const [positions, r] of JSON.parse(json)) {
-        // An id given twice gets equal, separate objects (images and videos included).
+      // Rows: a task's fields (`taskOfRow`), or `[positions, error]`.
+      for (const row of JSON.parse(json)) {
+        const positions = row[0];
         for (let k = 0; k < positions.length; k++) {
-          out[positions[k]] = r.task ? new Task(k === 0 ? r.task : freshCopy(r.task), raws) : KlingError.fromPayload(r.error);
+          out[positions[k]] = row.length === 2 ? KlingError.fromPayload(row[1]) : taskOfRow(row, raws, k > 0);
         }
       }
     }

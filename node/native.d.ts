@@ -39,8 +39,8 @@ export declare class NativeClient {
   /**
    * `getMany` as the core's `get_many_chunks`, which JS converts while the rest of the
    * batch is in flight: a stream of [`NativeChunk`]s, whose `json` is an array of
-   * `[positions, entry]` (every input position of one id, and its `{"task"}` or `{"error"}`
-   * entry). Closing the stream (or cancelling its token) aborts the queries.
+   * [`ChunkRow`]s (every input position of one id, and its task or error). Closing the
+   * stream (or cancelling its token) aborts the queries.
    */
   getManyStream(kind: string | undefined | null, taskIds: Array<string>, concurrency: number, cancel?: number | undefined | null): NativeStream
   /** `body` is the JSON text of the create request (snake_case wire fields). */
@@ -76,9 +76,9 @@ export declare function errorForApi(httpStatus: number, code: number | undefined
 export declare function errorKinds(): Array<string>
 
 /**
- * One chunk of `getManyStream`: `json` is `[[positions, entry], ...]`, written by serde in
+ * One chunk of `getManyStream`: `json` is an array of [`ChunkRow`]s, written by serde in
  * one pass, and `raws` holds, for each task, the server's object as received and then its
- * images as JSON (`[{index, url, watermarkUrl}]`): each task entry gives both spans. The
+ * images as JSON (`[{index, url, watermarkUrl}]`): each task row gives both spans. The
  * buffer is handed to JS without a copy and lives outside the JS heap, so the garbage
  * collector never copies these texts, and `JSON.parse` of a chunk builds only the small
  * fields; a `Task` parses its `images` and `raw` from the buffer on first read, and keeps

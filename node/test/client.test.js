@@ -65,6 +65,8 @@ test('getMany answers duplicate ids in every position, as separate equal objects
   assert.equal(out[0].id, a.id);
   assert.deepEqual(out[2], out[0]);
   assert.notEqual(out[2], out[0]);
+  assert.notEqual(out[2].images, out[0].images);
+  assert.notEqual(out[2].videos, out[0].videos);
   assert.ok(out[1] instanceof kw.KlingError && out[3] instanceof kw.KlingError);
   assert.equal(out[3].taskId, 'missing-2');
 });

@@ -157,7 +157,8 @@ fn serialise_error(e: serde_json::Error) -> Error {
 /// A task as the JS `Task` constructor reads it: the camelCase properties of the public API,
 /// in their final form (the constructor copies them; `images` and `videos` are used as
 /// parsed), and the server's object either inline as JSON text (`raw`) or as the byte span
-/// `rawStart..rawEnd` of its chunk's buffer (`getMany`, where `images` is a span too).
+/// `rawStart..rawEnd` of its chunk's buffer (`getMany`, where `images` is a span too, and
+/// where the fields travel as a [`ChunkRow`]).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JsTask<'a> {
@@ -288,19 +289,47 @@ fn update_json(u: &TaskUpdate) -> klingwatch::Result<String> {
     })
 }
 
-/// One entry of a `getManyStream` chunk: `{"task": {...}}` or `{"error": {...}}` (the
-/// camelCase error payload of [`error_value`]).
-#[derive(Serialize)]
-enum ManyEntry<'a> {
-    #[serde(rename = "task")]
-    Task(JsTask<'a>),
-    #[serde(rename = "error")]
-    Error(Value),
+/// One row of a `getManyStream` chunk, a JSON array (no keys to write or to parse): for a
+/// task `[positions, id, kind, status, isTerminal, statusMsg, externalTaskId, createdAtMs,
+/// updatedAtMs, finalUnitDeduction, videos, rawStart, rawEnd, imagesStart, imagesEnd]`, the
+/// fields of [`JsTask`] in its order (what `Task`'s row constructor in `index.js` reads),
+/// and for an error `[positions, error]` (the camelCase payload of [`error_value`]).
+enum ChunkRow<'a> {
+    Task(&'a [usize], JsTask<'a>),
+    Error(&'a [usize], Value),
 }
 
-/// One chunk of `getManyStream`: `json` is `[[positions, entry], ...]`, written by serde in
+impl Serialize for ChunkRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        match self {
+            ChunkRow::Task(positions, t) => {
+                let mut row = s.serialize_tuple(15)?;
+                row.serialize_element(positions)?;
+                row.serialize_element(t.id)?;
+                row.serialize_element(&t.kind)?;
+                row.serialize_element(t.status)?;
+                row.serialize_element(&t.is_terminal)?;
+                row.serialize_element(t.status_msg)?;
+                row.serialize_element(t.external_task_id)?;
+                row.serialize_element(&t.created_at_ms)?;
+                row.serialize_element(&t.updated_at_ms)?;
+                row.serialize_element(t.final_unit_deduction)?;
+                row.serialize_element(&t.videos)?;
+                row.serialize_element(&t.raw_start)?;
+                row.serialize_element(&t.raw_end)?;
+                row.serialize_element(&t.images_start)?;
+                row.serialize_element(&t.images_end)?;
+                row.end()
+            }
+            ChunkRow::Error(positions, e) => (positions, e).serialize(s),
+        }
+    }
+}
+
+/// One chunk of `getManyStream`: `json` is an array of [`ChunkRow`]s, written by serde in
 /// one pass, and `raws` holds, for each task, the server's object as received and then its
-/// images as JSON (`[{index, url, watermarkUrl}]`): each task entry gives both spans. The
+/// images as JSON (`[{index, url, watermarkUrl}]`): each task row gives both spans. The
 /// buffer is handed to JS without a copy and lives outside the JS heap, so the garbage
 /// collector never copies these texts, and `JSON.parse` of a chunk builds only the small
 /// fields; a `Task` parses its `images` and `raw` from the buffer on first read, and keeps
@@ -318,18 +347,18 @@ fn chunk_out(chunk: Vec<BatchItem>) -> klingwatch::Result<NativeChunk> {
         .map(|i| i.result.as_ref().map_or(0, |t| 2 * t.raw.as_str().len()))
         .sum();
     let mut raws = Vec::with_capacity(size);
-    let entries = chunk
+    let rows = chunk
         .iter()
         .map(|item| {
-            let entry = match &item.result {
-                Ok(t) => ManyEntry::Task(JsTask::spanned(t, &mut raws)?),
-                Err(e) => ManyEntry::Error(error_value(e)),
-            };
-            Ok((item.positions.as_slice(), entry))
+            let positions = item.positions.as_slice();
+            Ok(match &item.result {
+                Ok(t) => ChunkRow::Task(positions, JsTask::spanned(t, &mut raws)?),
+                Err(e) => ChunkRow::Error(positions, error_value(e)),
+            })
         })
-        .collect::<klingwatch::Result<Vec<(&[usize], ManyEntry<'_>)>>>()?;
+        .collect::<klingwatch::Result<Vec<ChunkRow<'_>>>>()?;
     Ok(NativeChunk {
-        json: json_text(&entries)?,
+        json: json_text(&rows)?,
         raws: raws.into(),
     })
 }
@@ -670,8 +699,8 @@ impl NativeClient {
 
     /// `getMany` as the core's `get_many_chunks`, which JS converts while the rest of the
     /// batch is in flight: a stream of [`NativeChunk`]s, whose `json` is an array of
-    /// `[positions, entry]` (every input position of one id, and its `{"task"}` or `{"error"}`
-    /// entry). Closing the stream (or cancelling its token) aborts the queries.
+    /// [`ChunkRow`]s (every input position of one id, and its task or error). Closing the
+    /// stream (or cancelling its token) aborts the queries.
     #[napi(catch_unwind)]
     pub fn get_many_stream(
         &self,
