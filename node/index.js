@@ -112,22 +112,10 @@ class Task {
       this.#fill(row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10]);
       return;
     }
-    const spanned = raws !== undefined && v.rawStart !== undefined;
-    if (spanned) this.#buf = raws;
-    if (spanned && v.imagesStart !== undefined) {
-      this.#images = PENDING;
-      this.#imagesStart = v.imagesStart;
-      this.#imagesEnd = v.imagesEnd;
-    } else {
-      this.#images = v.images ?? [];
-    }
+    this.#images = v.images ?? [];
     if (typeof v.raw === 'string') {
       this.#raw = PENDING;
       this.#rawText = v.raw;
-    } else if (spanned) {
-      this.#raw = PENDING;
-      this.#rawStart = v.rawStart;
-      this.#rawEnd = v.rawEnd;
     } else {
       this.#raw = v.raw ?? {};
     }

@@ -156,9 +156,8 @@ fn serialise_error(e: serde_json::Error) -> Error {
 
 /// A task as the JS `Task` constructor reads it: the camelCase properties of the public API,
 /// in their final form (the constructor copies them; `images` and `videos` are used as
-/// parsed), and the server's object either inline as JSON text (`raw`) or as the byte span
-/// `rawStart..rawEnd` of its chunk's buffer (`getMany`, where `images` is a span too, and
-/// where the fields travel as a [`ChunkRow`]).
+/// parsed), with the server's object as JSON text (`raw`). In a `getMany` chunk the same
+/// fields travel as a [`ChunkRow`], with `raw` and `images` in the chunk's buffer.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JsTask<'a> {
@@ -171,43 +170,13 @@ struct JsTask<'a> {
     created_at_ms: Option<i64>,
     updated_at_ms: Option<i64>,
     final_unit_deduction: &'a Option<String>,
-    /// Inline, or (`getMany`) as the JSON text at `imagesStart..imagesEnd` of the chunk's
-    /// buffer, parsed on first read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    images: Option<JsImages<'a>>,
+    images: JsImages<'a>,
     videos: JsVideos<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw_start: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    raw_end: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    images_start: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    images_end: Option<usize>,
+    raw: &'a str,
 }
 
 impl<'a> JsTask<'a> {
-    /// `raw` inline as JSON text.
     fn new(t: &'a Task) -> JsTask<'a> {
-        JsTask::with_raw(t, Some(t.raw.as_str()), None)
-    }
-
-    /// `raw` and `images` as spans of the chunk's buffer `buf`, where this writes them.
-    fn spanned(t: &'a Task, buf: &mut Vec<u8>) -> klingwatch::Result<JsTask<'a>> {
-        let start = buf.len();
-        buf.extend_from_slice(t.raw.as_str().as_bytes());
-        let raw_end = buf.len();
-        serde_json::to_writer(&mut *buf, &JsImages(&t.images)).map_err(serialise_error)?;
-        let mut js = JsTask::with_raw(t, None, Some((start, raw_end)));
-        js.images = None;
-        js.images_start = Some(raw_end);
-        js.images_end = Some(buf.len());
-        Ok(js)
-    }
-
-    fn with_raw(t: &'a Task, raw: Option<&'a str>, span: Option<(usize, usize)>) -> JsTask<'a> {
         JsTask {
             id: &t.id,
             kind: t.kind,
@@ -218,13 +187,9 @@ impl<'a> JsTask<'a> {
             created_at_ms: t.created_at_ms,
             updated_at_ms: t.updated_at_ms,
             final_unit_deduction: &t.final_unit_deduction,
-            images: Some(JsImages(&t.images)),
+            images: JsImages(&t.images),
             videos: JsVideos(&t.videos),
-            raw,
-            raw_start: span.map(|s| s.0),
-            raw_end: span.map(|s| s.1),
-            images_start: None,
-            images_end: None,
+            raw: t.raw.as_str(),
         }
     }
 }
@@ -295,15 +260,35 @@ fn update_json(u: &TaskUpdate) -> klingwatch::Result<String> {
 /// fields of [`JsTask`] in its order (what `Task`'s row constructor in `index.js` reads),
 /// and for an error `[positions, error]` (the camelCase payload of [`error_value`]).
 enum ChunkRow<'a> {
-    Task(&'a [usize], JsTask<'a>),
+    Task(&'a [usize], JsTask<'a>, Spans),
     Error(&'a [usize], Value),
+}
+
+/// Where a task's `raw` and `images` texts are in its chunk's buffer.
+struct Spans {
+    raw: (usize, usize),
+    images: (usize, usize),
+}
+
+impl Spans {
+    /// Writes the texts of `t` at the end of `buf`.
+    fn write(t: &Task, buf: &mut Vec<u8>) -> klingwatch::Result<Spans> {
+        let start = buf.len();
+        buf.extend_from_slice(t.raw.as_str().as_bytes());
+        let raw_end = buf.len();
+        serde_json::to_writer(&mut *buf, &JsImages(&t.images)).map_err(serialise_error)?;
+        Ok(Spans {
+            raw: (start, raw_end),
+            images: (raw_end, buf.len()),
+        })
+    }
 }
 
 impl Serialize for ChunkRow<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
         match self {
-            ChunkRow::Task(positions, t) => {
+            ChunkRow::Task(positions, t, spans) => {
                 let mut row = s.serialize_tuple(15)?;
                 row.serialize_element(positions)?;
                 row.serialize_element(t.id)?;
@@ -316,10 +301,10 @@ impl Serialize for ChunkRow<'_> {
                 row.serialize_element(&t.updated_at_ms)?;
                 row.serialize_element(t.final_unit_deduction)?;
                 row.serialize_element(&t.videos)?;
-                row.serialize_element(&t.raw_start)?;
-                row.serialize_element(&t.raw_end)?;
-                row.serialize_element(&t.images_start)?;
-                row.serialize_element(&t.images_end)?;
+                row.serialize_element(&spans.raw.0)?;
+                row.serialize_element(&spans.raw.1)?;
+                row.serialize_element(&spans.images.0)?;
+                row.serialize_element(&spans.images.1)?;
                 row.end()
             }
             ChunkRow::Error(positions, e) => (positions, e).serialize(s),
@@ -352,7 +337,7 @@ fn chunk_out(chunk: Vec<BatchItem>) -> klingwatch::Result<NativeChunk> {
         .map(|item| {
             let positions = item.positions.as_slice();
             Ok(match &item.result {
-                Ok(t) => ChunkRow::Task(positions, JsTask::spanned(t, &mut raws)?),
+                Ok(t) => ChunkRow::Task(positions, JsTask::new(t), Spans::write(t, &mut raws)?),
                 Err(e) => ChunkRow::Error(positions, error_value(e)),
             })
         })

@@ -438,8 +438,8 @@ struct Info {
 /// `task_result`: its `images` and `videos`.
 #[derive(Default)]
 struct Results {
-    images: Items,
-    videos: Items,
+    images: Option<Items>,
+    videos: Option<Items>,
 }
 
 /// An array of result entries; any other value reads as empty. Every element keeps its
@@ -622,126 +622,60 @@ impl<'de, T: Lenient> Visitor<'de> for LenientVisitor<T> {
     scalars_read_as_default!();
 }
 
-/// `Deserialize` for [`Lenient`] objects.
-macro_rules! lenient_deserialize {
-    ($($t:ty),*) => {$(
+/// A [`Lenient`] object and its `Deserialize`: each listed JSON key is read into its field
+/// (an `Option`; the last of a repeated key wins), every other key is skipped.
+macro_rules! lenient_object {
+    ($t:ty, $what:literal, { $($name:literal => $field:ident),+ $(,)? }) => {
+        impl Lenient for $t {
+            const WHAT: &'static str = $what;
+            fn key(name: &str) -> Option<u8> {
+                [$($name),+].iter().position(|n| *n == name).map(|i| i as u8)
+            }
+            fn read<'de, A: MapAccess<'de>>(
+                &mut self,
+                k: u8,
+                m: &mut A,
+            ) -> std::result::Result<(), A::Error> {
+                let mut i = 0u8;
+                $(
+                    if k == i {
+                        self.$field = Some(m.next_value()?);
+                        return Ok(());
+                    }
+                    i += 1;
+                )+
+                let _ = i;
+                m.next_value::<IgnoredAny>().map(|_| ())
+            }
+        }
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<$t, D::Error> {
                 d.deserialize_any(LenientVisitor(PhantomData))
             }
         }
-    )*};
-}
-lenient_deserialize!(Fields, Info, Results, Item);
-
-/// Reads the next value into `slot` (the last of a repeated key wins).
-fn slot<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
-    slot: &mut Option<T>,
-    m: &mut A,
-) -> std::result::Result<(), A::Error> {
-    *slot = Some(m.next_value()?);
-    Ok(())
+    };
 }
 
-impl Lenient for Fields {
-    const WHAT: &'static str = "a task object";
-    fn key(name: &str) -> Option<u8> {
-        Some(match name {
-            "task_id" => 0,
-            "task_status" => 1,
-            "task_status_msg" => 2,
-            "task_info" => 3,
-            "external_task_id" => 4,
-            "created_at" => 5,
-            "updated_at" => 6,
-            "final_unit_deduction" => 7,
-            "task_result" => 8,
-            _ => return None,
-        })
-    }
-    fn read<'de, A: MapAccess<'de>>(
-        &mut self,
-        k: u8,
-        m: &mut A,
-    ) -> std::result::Result<(), A::Error> {
-        match k {
-            0 => slot(&mut self.task_id, m),
-            1 => slot(&mut self.task_status, m),
-            2 => slot(&mut self.task_status_msg, m),
-            3 => slot(&mut self.task_info, m),
-            4 => slot(&mut self.external_task_id, m),
-            5 => slot(&mut self.created_at, m),
-            6 => slot(&mut self.updated_at, m),
-            7 => slot(&mut self.final_unit_deduction, m),
-            _ => slot(&mut self.task_result, m),
-        }
-    }
-}
-
-impl Lenient for Info {
-    const WHAT: &'static str = "task_info";
-    fn key(name: &str) -> Option<u8> {
-        (name == "external_task_id").then_some(0)
-    }
-    fn read<'de, A: MapAccess<'de>>(
-        &mut self,
-        _: u8,
-        m: &mut A,
-    ) -> std::result::Result<(), A::Error> {
-        slot(&mut self.external_task_id, m)
-    }
-}
-
-impl Lenient for Results {
-    const WHAT: &'static str = "task_result";
-    fn key(name: &str) -> Option<u8> {
-        match name {
-            "images" => Some(0),
-            "videos" => Some(1),
-            _ => None,
-        }
-    }
-    fn read<'de, A: MapAccess<'de>>(
-        &mut self,
-        k: u8,
-        m: &mut A,
-    ) -> std::result::Result<(), A::Error> {
-        let items = m.next_value::<Items>()?;
-        if k == 0 {
-            self.images = items;
-        } else {
-            self.videos = items;
-        }
-        Ok(())
-    }
-}
-
-impl Lenient for Item {
-    const WHAT: &'static str = "a result entry";
-    fn key(name: &str) -> Option<u8> {
-        Some(match name {
-            "url" => 0,
-            "index" => 1,
-            "id" => 2,
-            "watermark_url" => 3,
-            "duration" => 4,
-            _ => return None,
-        })
-    }
-    fn read<'de, A: MapAccess<'de>>(
-        &mut self,
-        k: u8,
-        m: &mut A,
-    ) -> std::result::Result<(), A::Error> {
-        match k {
-            0 => slot(&mut self.url, m),
-            1 => slot(&mut self.index, m),
-            2 => slot(&mut self.id, m),
-            3 => slot(&mut self.watermark_url, m),
-            _ => slot(&mut self.duration, m),
-        }
-    }
-}
+lenient_object!(Fields, "a task object", {
+    "task_id" => task_id,
+    "task_status" => task_status,
+    "task_status_msg" => task_status_msg,
+    "task_info" => task_info,
+    "external_task_id" => external_task_id,
+    "created_at" => created_at,
+    "updated_at" => updated_at,
+    "final_unit_deduction" => final_unit_deduction,
+    "task_result" => task_result,
+});
+lenient_object!(Info, "task_info", { "external_task_id" => external_task_id });
+lenient_object!(Results, "task_result", { "images" => images, "videos" => videos });
+lenient_object!(Item, "a result entry", {
+    "url" => url,
+    "index" => index,
+    "id" => id,
+    "watermark_url" => watermark_url,
+    "duration" => duration,
+});
 
 impl<'de> Deserialize<'de> for Items {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Items, D::Error> {
@@ -845,8 +779,8 @@ impl Task {
         let updated_at_ms = f.updated_at.as_ref().and_then(Scalar::as_i64);
         let final_unit_deduction = f.final_unit_deduction.and_then(Scalar::into_string);
         let Results { images, videos } = f.task_result.unwrap_or_default();
-        let images = images_of(images);
-        let videos = videos_of(videos);
+        let images = images_of(images.unwrap_or_default());
+        let videos = videos_of(videos.unwrap_or_default());
         Ok(Task {
             id,
             kind,
