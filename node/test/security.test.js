@@ -13,6 +13,7 @@ const { AK, SK, startMock, ctl, sleep } = require('./helpers.js');
 
 const HOSTILE = [
   '../etc/passwd',
+  '.',
   '..',
   '%2e%2e',
   '%2E%2E%2Fx',

@@ -13,7 +13,7 @@ from klingwatch.errors import InvalidRequestError
 from _mockctl import ctl
 from test_vectors import AK, SK
 
-HOSTILE = ["../etc/passwd", "%2e%2e%2fx", "id?x=1", "id#frag", "a/b", "a\\b", "a\r\nX-Evil: 1",
+HOSTILE = ["../etc/passwd", ".", "%2e%2e%2fx", "id?x=1", "id#frag", "a/b", "a\\b", "a\r\nX-Evil: 1",
            "a\x00b", "a\u2028b", "a\u2029b", "\uff0e\uff0e\uff0fx", "x" * 10_000, ""]
 
 

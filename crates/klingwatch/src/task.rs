@@ -930,7 +930,8 @@ pub fn validate_task_id(id: &str) -> Result<()> {
             id.len()
         )));
     }
-    if id.contains("..") {
+    // "." alone is a dot segment: the URL would drop it and query the list endpoint.
+    if id == "." || id.contains("..") {
         return Err(Error::invalid(format!(
             "{what} {:?} contains \"..\"",
             shorten(id)

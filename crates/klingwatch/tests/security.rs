@@ -159,6 +159,7 @@ async fn injected_ids_are_refused_before_any_request() {
     let bad: Vec<&str> = vec![
         "../x",
         "..",
+        ".",
         "%2e%2e",
         "%2E%2E%2F",
         "?x=1",
