@@ -102,6 +102,7 @@ pub struct ClientBuilder {
     max_body_bytes: usize,
     user_agent: Option<String>,
     pool_idle: Duration,
+    keep_alive: crate::direct::KeepAlive,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -128,6 +129,7 @@ impl Default for ClientBuilder {
             base_url: None,
             connect_timeout: Duration::from_secs(10),
             pool_idle: POOL_IDLE,
+            keep_alive: crate::direct::KeepAlive::default(),
             timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             ca_pem: Vec::new(),
@@ -179,6 +181,16 @@ impl ClientBuilder {
     #[doc(hidden)]
     pub fn pool_idle_timeout(mut self, t: Duration) -> Self {
         self.pool_idle = t;
+        self
+    }
+
+    /// How often an HTTP/2 connection is pinged, and how long an unanswered ping may take
+    /// before the connection counts as dead (default 20 s and 10 s). A dead connection's
+    /// calls fail as retryable `connection` errors and the next call opens a new one, so a
+    /// connection that a NAT or load balancer dropped silently does not hold calls until
+    /// their timeout. Both must be positive.
+    pub fn http2_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keep_alive = crate::direct::KeepAlive { interval, timeout };
         self
     }
 
@@ -293,6 +305,11 @@ impl ClientBuilder {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::config("timeouts must be positive"));
         }
+        if self.keep_alive.interval.is_zero() || self.keep_alive.timeout.is_zero() {
+            return Err(Error::config(
+                "the HTTP/2 keep-alive interval and timeout must be positive",
+            ));
+        }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let auth = TokenProvider::new(&credentials, clock, self.token_ttl, self.token_margin)?;
         let ua = match &self.user_agent {
@@ -304,7 +321,10 @@ impl ClientBuilder {
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .tcp_nodelay(true)
-            .pool_idle_timeout(self.pool_idle);
+            .pool_idle_timeout(self.pool_idle)
+            .http2_keep_alive_interval(self.keep_alive.interval)
+            .http2_keep_alive_timeout(self.keep_alive.timeout)
+            .http2_keep_alive_while_idle(true);
         for pem in &self.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| Error::config(format!("the CA certificate is not valid PEM: {e}")))?;
@@ -325,6 +345,7 @@ impl ClientBuilder {
             &self.ca_pem,
             self.connect_timeout,
             self.pool_idle,
+            self.keep_alive,
             &ua,
         )?;
         let budget = RetryBudget::new(self.retry.budget_capacity, self.retry.budget_ratio);
@@ -620,19 +641,44 @@ impl Client {
         url
     }
 
+    /// The request target (path and query) of `call`, as [`Client::url`] and
+    /// `query_pairs_mut` would make it. A path made only of characters the URL parser never
+    /// changes (every checked task id of letters, digits, `-`, `_`, ...) is joined to the base
+    /// path as it is, without parsing a URL per request; any other path goes through
+    /// [`Client::url`], so percent-encoding and dot segments follow one rule.
+    fn request_target(&self, call: &Call<'_>) -> String {
+        let verbatim = call.path.starts_with('/')
+            && !call.path.contains("/.")
+            && call
+                .path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b));
+        let mut target = if verbatim {
+            let prefix = self.inner.base.path().trim_end_matches('/');
+            let mut t = String::with_capacity(prefix.len() + call.path.len() + 64);
+            t.push_str(prefix);
+            t.push_str(&call.path);
+            t
+        } else {
+            self.url(&call.path).path().to_owned()
+        };
+        if !call.query.is_empty() {
+            target.push('?');
+            let start = target.len();
+            url::form_urlencoded::Serializer::for_suffix(&mut target, start)
+                .extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        target
+    }
+
     async fn send_once(&self, call: &Call<'_>, auth: HeaderValue) -> Result<Answer> {
-        let mut url = self.url(&call.path);
         let received = match &self.inner.direct {
             Some(direct) => {
-                if !call.query.is_empty() {
-                    url.query_pairs_mut()
-                        .extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
-                }
                 let inner = &*self.inner;
                 direct
                     .send(
                         &call.method,
-                        &url,
+                        self.request_target(call),
                         &auth,
                         call.body.as_ref(),
                         inner.timeout,
@@ -641,7 +687,7 @@ impl Client {
                     .await?
             }
             // Boxed: reqwest's request state is large; every caller's future would carry it.
-            None => Box::pin(self.send_reqwest(call, url, auth)).await?,
+            None => Box::pin(self.send_reqwest(call, self.url(&call.path), auth)).await?,
         };
         self.inner.pool.responded();
         self.answer(received)
@@ -905,5 +951,68 @@ fn redact_userinfo(url: &str) -> String {
     match url[start..end].rfind('@') {
         Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
         None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod request_target_tests {
+    use super::*;
+
+    /// What the URL parser makes of `path` and `query` on `base`: the rule the direct
+    /// transport's verbatim join must match.
+    fn by_url(client: &Client, call: &Call<'_>) -> String {
+        let mut url = client.url(&call.path);
+        if !call.query.is_empty() {
+            url.query_pairs_mut()
+                .extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_request_target_is_what_the_url_parser_makes() {
+        let ids = [
+            "861416123930365952",
+            "CjhA-_x.y~z",
+            "a!$&'()*+,;=:@b",
+            "é中文",
+            "a b",
+            "a\"<>`{}|^b",
+            ".hidden",
+            "a.",
+            "...x",
+        ];
+        let queries: [Vec<(&'static str, String)>; 3] = [
+            vec![],
+            vec![("pageNum", "1".into()), ("pageSize", "500".into())],
+            vec![("external_task_id", "a b&c=d/é?#".into())],
+        ];
+        for base in [
+            "https://api.example.com",
+            "https://api.example.com/",
+            "http://127.0.0.1:8080/kling/",
+            "http://[::1]:9/a%20b/c d",
+        ] {
+            let client = Client::builder()
+                .access_key("ak")
+                .secret_key("sk")
+                .base_url(base)
+                .build()
+                .unwrap();
+            for id in ids {
+                for query in &queries {
+                    let mut call = Call::get(format!("/v1/images/generations/{id}"));
+                    call.query = query.clone();
+                    assert_eq!(
+                        client.request_target(&call),
+                        by_url(&client, &call),
+                        "{base} {id:?} {query:?}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -69,11 +69,23 @@ pub(crate) fn timed_out() -> Error {
     Error::new(ErrorKind::Timeout, "request timed out").with_retryable(true)
 }
 
-/// How often an HTTP/2 connection is pinged, and how long a ping may go unanswered before the
-/// connection counts as dead (its requests fail as connection errors and the next call opens
-/// a new one).
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an HTTP/2 connection is pinged (`interval`), and how long a ping may go
+/// unanswered (`timeout`) before the connection counts as dead: its requests fail as
+/// connection errors and the next call opens a new one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeepAlive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        KeepAlive {
+            interval: Duration::from_secs(20),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
 /// Immediate re-sends of a request the server refused without processing it (HTTP/2
 /// REFUSED_STREAM, or a graceful GOAWAY), as reqwest does for its protocol NACKs.
 const NACK_RESENDS: u32 = 2;
@@ -181,10 +193,15 @@ pub(crate) struct Direct {
     target: http::Uri,
     /// The `Host` header of HTTP/1.1 requests (HTTP/2 sends the URI's authority).
     host_header: HeaderValue,
+    /// The scheme and authority of HTTP/2 requests' URIs (the base URL's, as it was given:
+    /// the port only when the URL names one).
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
     connector: HttpConnector,
     /// TLS for an `https://` base URL (ALPN `h2`, `http/1.1`); `None` for plain HTTP.
     tls: Option<(ServerName<'static>, tokio_rustls::TlsConnector)>,
     connect_timeout: Duration,
+    keep_alive: KeepAlive,
     user_agent: HeaderValue,
     /// `PROTO_*`: plain HTTP is HTTP/1.1 from the start; over TLS the first connection's ALPN
     /// decides.
@@ -204,6 +221,7 @@ impl Direct {
         extra_ca_pem: &[Vec<u8>],
         connect_timeout: Duration,
         pool_idle: Duration,
+        keep_alive: KeepAlive,
         user_agent: &str,
     ) -> Result<Option<Direct>> {
         let https = match base.scheme() {
@@ -229,6 +247,13 @@ impl Direct {
         };
         let host_header = HeaderValue::from_str(&authority)
             .map_err(|_| Error::config("the base URL's host is not a valid header value"))?;
+        let scheme = if https {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        let authority = http::uri::Authority::try_from(authority)
+            .map_err(|e| Error::config(format!("invalid base URL host: {e}")))?;
         let mut connector = HttpConnector::new();
         connector.enforce_http(false);
         connector.set_nodelay(true);
@@ -252,9 +277,12 @@ impl Direct {
             host: name,
             target,
             host_header,
+            scheme,
+            authority,
             connector,
             tls,
             connect_timeout,
+            keep_alive,
             user_agent,
             proto: AtomicU8::new(if https { PROTO_UNKNOWN } else { PROTO_H1 }),
             pool: Arc::new(Pool {
@@ -425,6 +453,7 @@ impl Direct {
         // Not a handle: the connection ends once the pool and the calls let theirs go.
         let closed = sender.closed.clone();
         let host = self.host.clone();
+        let every = self.keep_alive;
         tokio::spawn(async move {
             tokio::select! {
                 r = connection => {
@@ -432,7 +461,7 @@ impl Direct {
                         tracing::debug!(%host, error = %e, "HTTP/2 connection ended");
                     }
                 }
-                _ = keep_alive(ping_pong) => {
+                _ = keep_alive(ping_pong, every) => {
                     tracing::debug!(%host, "HTTP/2 ping unanswered; closing the connection");
                 }
             }
@@ -508,49 +537,51 @@ impl Direct {
             .map_err(Sent::Failed)
     }
 
-    /// Sends one request and reads its answer within `timeout`.
+    /// Sends one request to `target` (path and query, already encoded) and reads its answer
+    /// within `timeout`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn send(
         &self,
         method: &Method,
-        url: &url::Url,
+        target: String,
         auth: &HeaderValue,
         body: Option<&Bytes>,
         timeout: Duration,
         max_body_bytes: usize,
     ) -> Result<Received> {
-        let uri: http::Uri = url
-            .as_str()
-            .parse()
+        let path_and_query = http::uri::PathAndQuery::try_from(target)
             .map_err(|e| Error::config(format!("cannot build the request: {e}")))?;
-        // HTTP/1.1 without a proxy: the request target in origin form (path and query).
-        let origin_form = http::Uri::from(
-            uri.path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
         let exchange = async {
             let mut resends = 0;
             loop {
                 let conn = self.checkout().await?;
-                let mut req = http::Request::builder().method(method.clone());
-                req = match &conn {
-                    Conn::H2(_) => req.uri(uri.clone()),
-                    // HTTP/1.1: the origin form, and `Host`.
-                    Conn::H1(..) => req
-                        .uri(origin_form.clone())
-                        .header(HOST, self.host_header.clone()),
+                let uri = match &conn {
+                    Conn::H2(_) => {
+                        let mut parts = http::uri::Parts::default();
+                        parts.scheme = Some(self.scheme.clone());
+                        parts.authority = Some(self.authority.clone());
+                        parts.path_and_query = Some(path_and_query.clone());
+                        http::Uri::from_parts(parts)
+                            .map_err(|e| Error::config(format!("cannot build the request: {e}")))?
+                    }
+                    // HTTP/1.1 without a proxy: the request target in origin form.
+                    Conn::H1(..) => http::Uri::from(path_and_query.clone()),
                 };
-                req = req
-                    .header(AUTHORIZATION, auth.clone())
-                    .header(USER_AGENT, self.user_agent.clone())
-                    .header(ACCEPT, HeaderValue::from_static("*/*"));
-                if body.is_some() {
-                    req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                let mut req = http::Request::new(());
+                *req.method_mut() = method.clone();
+                *req.uri_mut() = uri;
+                let headers = req.headers_mut();
+                headers.reserve(5);
+                if let Conn::H1(..) = conn {
+                    // HTTP/2 sends the URI's authority instead.
+                    headers.insert(HOST, self.host_header.clone());
                 }
-                let req = req
-                    .body(())
-                    .map_err(|e| Error::config(format!("cannot build the request: {e}")))?;
+                headers.insert(AUTHORIZATION, auth.clone());
+                headers.insert(USER_AGENT, self.user_agent.clone());
+                headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+                if body.is_some() {
+                    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                }
                 let (mut s, reused) = match conn {
                     Conn::H2(s) => match self.send_h2(s, req, body, max_body_bytes).await {
                         Ok(received) => return Ok(received),
@@ -645,13 +676,13 @@ enum Sent {
 
 /// Keeps pinging an HTTP/2 connection; returns when a ping goes unanswered (or cannot be
 /// sent), which ends the connection's task and so the connection.
-async fn keep_alive(ping_pong: Option<h2::PingPong>) {
+async fn keep_alive(ping_pong: Option<h2::PingPong>, every: KeepAlive) {
     let Some(mut ping_pong) = ping_pong else {
         return std::future::pending().await;
     };
     loop {
-        tokio::time::sleep(KEEP_ALIVE_INTERVAL).await;
-        match tokio::time::timeout(KEEP_ALIVE_TIMEOUT, ping_pong.ping(h2::Ping::opaque())).await {
+        tokio::time::sleep(every.interval).await;
+        match tokio::time::timeout(every.timeout, ping_pong.ping(h2::Ping::opaque())).await {
             Ok(Ok(_pong)) => {}
             _ => return,
         }
