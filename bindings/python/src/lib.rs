@@ -867,6 +867,21 @@ async fn next_item(stream: Arc<tokio::sync::Mutex<Option<ItemStream>>>) -> Optio
     item.map(PyItem)
 }
 
+/// An item of a stream as it arrived on the runtime, not yet Python objects: the awaitable of
+/// `next_async` resolves on the runtime's worker, which would otherwise build every record of
+/// a batch chunk there, holding the GIL, while the requests wait. `take()` builds them on the
+/// thread that awaited (the event loop's).
+#[pyclass(frozen, module = "klingwatch._native")]
+struct Arrived(Mutex<Option<PyItem>>);
+
+#[pymethods]
+impl Arrived {
+    /// The item (a record, an update, a chunk or a `KlingError`); None once taken.
+    fn take(&self) -> Option<PyItem> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 #[pymethods]
 impl StreamIter {
     fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
@@ -879,10 +894,15 @@ impl StreamIter {
         run(py, async move { Ok(next_item(stream).await) })
     }
 
-    /// An awaitable of the next item, or of None at the end.
+    /// An awaitable of the next item as [`Arrived`] (its `take()` gives the item), or of None
+    /// at the end.
     fn next_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let stream = self.stream.clone();
-        awaitable(py, async move { Ok(next_item(stream).await) })
+        awaitable(py, async move {
+            Ok(next_item(stream)
+                .await
+                .map(|item| Arrived(Mutex::new(Some(item)))))
+        })
     }
 
     /// Stops the stream (drops it, which cancels the polling).
@@ -974,6 +994,7 @@ fn task_kinds() -> Vec<&'static str> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeClient>()?;
     m.add_class::<StreamIter>()?;
+    m.add_class::<Arrived>()?;
     m.add_function(wrap_pyfunction!(sign_jwt, m)?)?;
     m.add_function(wrap_pyfunction!(parse_callback, m)?)?;
     m.add_function(wrap_pyfunction!(verify_webhook, m)?)?;

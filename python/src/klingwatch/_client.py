@@ -55,6 +55,14 @@ def _place(out: List[Any], chunk: Any) -> None:
 atexit.register(_native._quiesce, 2.0)
 
 
+async def _next(it: Any) -> Any:
+    """The next item of a native stream, or None at the end. The native awaitable resolves on
+    the runtime's worker; the item's Python objects are built here, on the event loop's
+    thread, so the worker goes on with the requests meanwhile."""
+    arrived = await it.next_async()
+    return None if arrived is None else arrived.take()
+
+
 def _json(value: Any) -> str:
     import json  # only the create and download paths need it; keeps `import klingwatch` lean
 
@@ -384,7 +392,7 @@ class AsyncClient(_Base):
         it = self._native.iter_tasks(_k(kind), int(page_size))
         try:
             while True:
-                v = await it.next_async()
+                v = await _next(it)
                 if v is None:
                     return
                 if isinstance(v, KlingError):
@@ -406,7 +414,7 @@ class AsyncClient(_Base):
         it = self._native.get_many_chunks(_k(kind), ids, int(concurrency))
         try:
             while True:
-                chunk = await it.next_async()
+                chunk = await _next(it)
                 if chunk is None:
                     return out
                 _place(out, chunk)
@@ -451,7 +459,7 @@ class AsyncClient(_Base):
         last: Optional[Task] = None
         try:
             while True:
-                v = await it.next_async()
+                v = await _next(it)
                 if v is None:
                     break
                 if isinstance(v, KlingError):
@@ -534,7 +542,7 @@ class AsyncClient(_Base):
         )
         try:
             while True:
-                v = await it.next_async()
+                v = await _next(it)
                 if v is None:
                     return
                 if isinstance(v, KlingError):
