@@ -931,7 +931,12 @@ pub fn validate_task_id(id: &str) -> Result<()> {
         )));
     }
     // "." alone is a dot segment: the URL would drop it and query the list endpoint.
-    if id == "." || id.contains("..") {
+    if id == "." {
+        return Err(Error::invalid(format!(
+            "{what} \".\" is a URL dot segment, not an id"
+        )));
+    }
+    if id.contains("..") {
         return Err(Error::invalid(format!(
             "{what} {:?} contains \"..\"",
             shorten(id)
