@@ -311,29 +311,28 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
 
 /// A task as the record `klingwatch.Task._from_native` reads, in this order: `(id, kind,
 /// status, status_msg, external_task_id, created_at_ms, updated_at_ms,
-/// final_unit_deduction, images, videos, raw)`, where `images` is a tuple of `(index, url,
-/// watermark_url)`, `videos` of `(id, url, watermark_url, duration_s)`, and `raw` the
-/// server's object as JSON text (parsed only when `Task.raw` is read). A tuple of plain
-/// values costs a fraction of a dict with named keys, and nothing is parsed twice.
+/// final_unit_deduction, images, videos, raw)`, where `images` is one flat tuple of
+/// `index, url, watermark_url` per image, `videos` one of `id, url, watermark_url,
+/// duration_s` per video, and `raw` the server's object as JSON text (parsed only when
+/// `Task.raw` is read). A tuple of plain values costs a fraction of a dict with named keys,
+/// and nothing is parsed twice; flat tuples (not a tuple per image) halve the containers the
+/// cyclic GC counts and traverses per task.
 fn task_py<'py>(py: Python<'py>, task: &Task) -> PyResult<Bound<'py, PyAny>> {
-    // Tuples (not lists): `Task` builds its Image/Video lists from them on first read.
-    let images = PyTuple::new(
-        py,
-        task.images
-            .iter()
-            .map(|i| (i.index, i.url.as_str(), i.watermark_url.as_deref())),
-    )?;
-    let videos = PyTuple::new(
-        py,
-        task.videos.iter().map(|v| {
-            (
-                v.id.as_str(),
-                v.url.as_str(),
-                v.watermark_url.as_deref(),
-                v.duration_s,
-            )
-        }),
-    )?;
+    let mut images: Vec<Bound<'py, PyAny>> = Vec::with_capacity(task.images.len() * 3);
+    for i in &task.images {
+        images.push(i.index.into_pyobject(py)?.into_any());
+        images.push(i.url.as_str().into_pyobject(py)?.into_any());
+        images.push(i.watermark_url.as_deref().into_pyobject(py)?);
+    }
+    let images = PyTuple::new(py, images)?;
+    let mut videos: Vec<Bound<'py, PyAny>> = Vec::with_capacity(task.videos.len() * 4);
+    for v in &task.videos {
+        videos.push(v.id.as_str().into_pyobject(py)?.into_any());
+        videos.push(v.url.as_str().into_pyobject(py)?.into_any());
+        videos.push(v.watermark_url.as_deref().into_pyobject(py)?);
+        videos.push(v.duration_s.into_pyobject(py)?);
+    }
+    let videos = PyTuple::new(py, videos)?;
     let record = (
         task.id.as_str(),
         task.kind.as_str(),
@@ -429,26 +428,29 @@ impl<'py> IntoPyObject<'py> for PyItem {
             Ok(Item::Task(t)) => task_py(py, &t),
             Ok(Item::Update(u)) => update_py(py, u),
             Ok(Item::Chunk(chunk)) => {
-                // One `(position, record or error)` per input position: a duplicate id shares
-                // its (immutable) record tuple but gets an error object of its own.
-                let mut pairs = Vec::with_capacity(chunk.len());
+                // A flat list, `position, record or error` per input position (no pair tuple
+                // per task): a duplicate id shares its (immutable) record tuple but gets an
+                // error object of its own.
+                let mut flat = Vec::with_capacity(chunk.len() * 2);
                 for BatchItem { positions, result } in &chunk {
                     match result {
                         Ok(task) => {
                             let record = task_py(py, task)?;
                             for p in positions {
-                                pairs.push((*p, record.clone()).into_pyobject(py)?.into_any());
+                                flat.push(p.into_pyobject(py)?.into_any());
+                                flat.push(record.clone());
                             }
                         }
                         Err(e) => {
                             for p in positions {
-                                pairs.push((*p, py_error(py, e)).into_pyobject(py)?.into_any());
+                                flat.push(p.into_pyobject(py)?.into_any());
+                                flat.push(py_error(py, e));
                             }
                         }
                     }
                 }
                 free_on_runtime(chunk);
-                Ok(pyo3::types::PyList::new(py, pairs)?.into_any())
+                Ok(pyo3::types::PyList::new(py, flat)?.into_any())
             }
             Err(e) => Ok(py_error(py, &e)),
         }

@@ -39,13 +39,15 @@ def _k(kind: KindLike) -> str:
 
 
 def _place(out: List[Any], chunk: Any) -> None:
-    """Puts one native batch chunk, a list of ``(input position, task record or the id's
-    KlingError)``, into ``out``. An id given twice gets equal, separate Tasks. A chunk that
-    is itself a KlingError (the batch broke down, which a bug alone can cause) is raised."""
+    """Puts one native batch chunk, a flat list of ``input position, task record or the id's
+    KlingError`` per position, into ``out``. An id given twice gets equal, separate Tasks. A
+    chunk that is itself a KlingError (the batch broke down, which a bug alone can cause) is
+    raised."""
     if isinstance(chunk, KlingError):
         raise chunk
     task = Task._from_native
-    for p, r in chunk:
+    it = iter(chunk)
+    for p, r in zip(it, it):
         out[p] = r if isinstance(r, KlingError) else task(r)
 
 

@@ -174,12 +174,16 @@ def _lazy(obj: Any, slot: str, pending: type, build: Any) -> Any:
     return v
 
 
-def _images(records: Tuple[Tuple[Any, ...], ...]) -> List[Image]:
-    return [Image(*r) for r in records]
+def _images(flat: Tuple[Any, ...]) -> List[Image]:
+    """From the native flat tuple: ``index, url, watermark_url`` per image."""
+    it = iter(flat)
+    return [Image(*r) for r in zip(it, it, it)]
 
 
-def _videos(records: Tuple[Tuple[Any, ...], ...]) -> List[Video]:
-    return [Video(*r) for r in records]
+def _videos(flat: Tuple[Any, ...]) -> List[Video]:
+    """From the native flat tuple: ``id, url, watermark_url, duration_s`` per video."""
+    it = iter(flat)
+    return [Video(*r) for r in zip(it, it, it, it)]
 
 
 def _json_loads(text: str) -> Any:
@@ -213,8 +217,8 @@ class Task(_Record):
     final_unit_deduction: Optional[str]
     _created: Union[int, "datetime", None]
     _updated: Union[int, "datetime", None]
-    _images: Union[List[Image], Tuple[Tuple[Any, ...], ...]]
-    _videos: Union[List[Video], Tuple[Tuple[Any, ...], ...]]
+    _images: Union[List[Image], Tuple[Any, ...]]
+    _videos: Union[List[Video], Tuple[Any, ...]]
     _raw: Union[str, Dict[str, Any]]
 
     def __init__(
@@ -312,8 +316,8 @@ class Task(_Record):
     def _from_native(cls, r: Tuple[Any, ...]) -> "Task":
         """From the native record ``(id, kind, status, status_msg, external_task_id,
         created_at_ms, updated_at_ms, final_unit_deduction, images, videos, raw_json)``;
-        images and videos are tuples of ``(index, url, watermark_url)`` and
-        ``(id, url, watermark_url, duration_s)``."""
+        images and videos are flat tuples: ``index, url, watermark_url`` per image and
+        ``id, url, watermark_url, duration_s`` per video."""
         id_, k, s, msg, ext, created, updated, fud, images, videos, raw = r
         t = _new(cls)
         # The slots' own descriptors (see `_TASK_SETTERS`): a third cheaper than
