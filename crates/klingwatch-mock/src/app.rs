@@ -41,6 +41,11 @@ pub(crate) struct Shared {
     pub connections: AtomicU64,
     /// Connections open now (accepted and not yet closed).
     pub open_connections: AtomicU64,
+    /// Open connections that have carried a request to the API (not only to `/__mock`): what
+    /// a client under test holds open, whatever a test's control client does.
+    pub open_api_connections: AtomicU64,
+    /// Connections so far that carried a request to the API.
+    pub api_connections: AtomicU64,
     pub callbacks: CallbackClient,
     pub seed: u64,
     /// Identity used by `POST /__mock/tasks` when none is named.
@@ -91,6 +96,8 @@ impl Shared {
             generation: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             open_connections: AtomicU64::new(0),
+            open_api_connections: AtomicU64::new(0),
+            api_connections: AtomicU64::new(0),
             callbacks: CallbackClient::new(),
             seed: config.seed,
             default_identity,

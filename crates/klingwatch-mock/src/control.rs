@@ -57,7 +57,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp 
         (&Method::GET, ["health"]) => Ok(ok(json!({"ok": true}))),
         (&Method::GET, ["stats"]) => Ok(ok(json!({
             "connections": shared.connections.load(std::sync::atomic::Ordering::Relaxed),
-            "open_connections": shared.open_connections.load(std::sync::atomic::Ordering::Relaxed)
+            "open_connections": shared.open_connections.load(std::sync::atomic::Ordering::Relaxed),
+            "open_api_connections": shared.open_api_connections.load(std::sync::atomic::Ordering::Relaxed),
+            "api_connections": shared.api_connections.load(std::sync::atomic::Ordering::Relaxed)
         }))),
         (&Method::POST, ["reset"]) => {
             shared.reset();

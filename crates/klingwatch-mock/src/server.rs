@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,27 +171,28 @@ async fn accept_loop(
         let shared = shared.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            /// Counts the connection as open until this task ends (closed, or torn down).
-            struct Open(Arc<Shared>);
+            /// Counts the connection as open (and as an API connection once it carried an
+            /// API request) until this task ends (closed, or torn down).
+            struct Open(Arc<Shared>, Arc<AtomicBool>);
             impl Drop for Open {
                 fn drop(&mut self) {
-                    self.0
-                        .open_connections
-                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+                    if self.1.load(Ordering::Relaxed) {
+                        self.0.open_api_connections.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
             }
-            shared
-                .open_connections
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let _open = Open(shared.clone());
+            shared.open_connections.fetch_add(1, Ordering::Relaxed);
+            let api = Arc::new(AtomicBool::new(false));
+            let _open = Open(shared.clone(), api.clone());
             match acceptor {
-                None => serve(stream, shared, watcher).await,
+                None => serve(stream, shared, api, watcher).await,
                 Some(acceptor) => {
                     let tls =
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                             .await;
                     match tls {
-                        Ok(Ok(s)) => serve(s, shared, watcher).await,
+                        Ok(Ok(s)) => serve(s, shared, api, watcher).await,
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -207,11 +209,22 @@ async fn accept_loop(
     let _ = done.send(());
 }
 
-async fn serve<S>(io: S, shared: Arc<Shared>, watcher: hyper_util::server::graceful::Watcher)
-where
+async fn serve<S>(
+    io: S,
+    shared: Arc<Shared>,
+    api: Arc<AtomicBool>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| routes::handle(shared.clone(), req));
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        if !api.load(Ordering::Relaxed) && !req.uri().path().starts_with("/__mock") {
+            api.store(true, Ordering::Relaxed);
+            shared.open_api_connections.fetch_add(1, Ordering::Relaxed);
+            shared.api_connections.fetch_add(1, Ordering::Relaxed);
+        }
+        routes::handle(shared.clone(), req)
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).keep_alive(true);
     builder.http2().timer(TokioTimer::new());

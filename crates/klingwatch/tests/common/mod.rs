@@ -143,7 +143,8 @@ impl H {
         ids
     }
 
-    /// One counter of the emulator's `/__mock/stats` (`connections`, `open_connections`).
+    /// One counter of the emulator's `/__mock/stats` (`connections`, `open_connections`,
+    /// `api_connections`, `open_api_connections`).
     pub async fn stat(&self, name: &str) -> u64 {
         self.ctl(reqwest::Method::GET, "/stats", None).await[name]
             .as_u64()
