@@ -781,6 +781,44 @@ async fn seeded_pattern(h: &Harness) -> Vec<u16> {
 // ---------------------------------------------------------------- control API
 
 #[tokio::test]
+async fn stats_count_api_connections_apart_from_control_ones() {
+    let h = Harness::fast().await;
+    let stats = || async { h.ctl(Method::GET, "/stats", None).await };
+    let s = stats().await;
+    assert!(s["connections"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["open_connections"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["api_connections"], 0, "control calls only: {s}");
+    assert_eq!(s["open_api_connections"], 0, "{s}");
+    // A client of its own, so the API call cannot ride on the control connection.
+    let api = client();
+    let r = api
+        .get(format!(
+            "{}/v1/images/generations?pageNum=1&pageSize=1",
+            h.url
+        ))
+        .header("Authorization", &h.auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s = stats().await;
+    assert_eq!(s["api_connections"], 1, "{s}");
+    assert_eq!(s["open_api_connections"], 1, "{s}");
+    drop(r);
+    drop(api);
+    let started = Instant::now();
+    while stats().await["open_api_connections"] != 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "still open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        stats().await["api_connections"],
+        1,
+        "a closed one stays counted"
+    );
+}
+
+#[tokio::test]
 async fn request_log_and_reset() {
     let h = Harness::fast().await;
     assert_eq!(
