@@ -220,6 +220,17 @@ async fn seed_task(shared: &Shared, req: Request<Incoming>) -> Result<Resp, Resp
             .clone()
             .ok_or_else(|| err(StatusCode::BAD_REQUEST, "no account configured"))?,
     };
+    if let Some(name) = b
+        .extra
+        .iter()
+        .flat_map(|m| m.keys())
+        .find(|k| crate::state::RENDERED_FIELDS.contains(&k.as_str()))
+    {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            format!("extra field {name:?} is one the emulator renders itself: extra adds fields, it does not replace them"),
+        ));
+    }
     let now = shared.now_ms();
     let created_at = b.created_at.unwrap_or(now);
     let n = b.n.unwrap_or(1).clamp(1, 9);

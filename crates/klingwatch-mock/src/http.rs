@@ -100,16 +100,23 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// A fresh uuid-shaped request id.
 pub(crate) fn request_id() -> String {
-    let v: u128 = rand::rng().random();
-    let h = format!("{v:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut b = [0u8; 36];
+    write_request_id(&mut b);
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// A random request id (`8-4-4-4-12` lowercase hex digits) written into `out`.
+fn write_request_id(out: &mut [u8; 36]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut v: u128 = rand::rng().random();
+    for (i, slot) in out.iter_mut().enumerate().rev() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *slot = b'-';
+        } else {
+            *slot = HEX[(v & 0xf) as usize];
+            v >>= 4;
+        }
+    }
 }
 
 /// Build a raw response with a body and content type.
@@ -146,12 +153,19 @@ pub(crate) fn json_value(status: StatusCode, v: &serde_json::Value) -> Resp {
 
 /// The success envelope around already-serialized `data`.
 pub(crate) fn envelope_ok_raw(data: &[u8]) -> Resp {
-    let rid = request_id();
-    let mut out = Vec::with_capacity(data.len() + 96);
+    envelope_ok_with(data.len(), |out| out.extend_from_slice(data))
+}
+
+/// The success envelope whose `data` JSON `write_data` appends to the body (about
+/// `data_len` bytes), so the data is serialized straight into the response body.
+pub(crate) fn envelope_ok_with(data_len: usize, write_data: impl FnOnce(&mut Vec<u8>)) -> Resp {
+    let mut rid = [0u8; 36];
+    write_request_id(&mut rid);
+    let mut out = Vec::with_capacity(data_len + 96);
     out.extend_from_slice(b"{\"code\":0,\"message\":\"SUCCEED\",\"request_id\":\"");
-    out.extend_from_slice(rid.as_bytes());
+    out.extend_from_slice(&rid);
     out.extend_from_slice(b"\",\"data\":");
-    out.extend_from_slice(data);
+    write_data(&mut out);
     out.push(b'}');
     json_bytes(StatusCode::OK, out)
 }
@@ -271,4 +285,27 @@ pub(crate) fn parse_query(q: &str) -> Vec<(String, String)> {
             (decode(k, true), decode(v, true))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    #[test]
+    fn request_ids_are_random_uuid_shaped_hex() {
+        let a = super::request_id();
+        let b = super::request_id();
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let groups: Vec<&str> = id.split('-').collect();
+            assert_eq!(
+                groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12],
+                "{id}"
+            );
+            assert!(
+                id.chars()
+                    .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)),
+                "{id}"
+            );
+        }
+    }
 }

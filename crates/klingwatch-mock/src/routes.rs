@@ -237,8 +237,7 @@ async fn dispatch(
 }
 
 fn envelope_task(t: &Task, now: i64, base: &str) -> http::Resp {
-    let data = serde_json::to_vec(&t.render(now, base)).unwrap_or_default();
-    http::envelope_ok_raw(&data)
+    http::envelope_ok_with(640, |out| t.write_json(now, base, out))
 }
 
 fn parse_page(v: Option<&str>, name: &str, max: usize, default: usize) -> Result<usize, String> {
@@ -272,10 +271,9 @@ fn list(shared: &Shared, identity: &Identity, kind: TaskKind, query: &str) -> ht
         Ok(n) => n,
         Err(m) => return bad_param(&m),
     };
-    let mut out = Vec::with_capacity(256);
-    out.push(b'[');
-    {
-        let store = shared.store();
+    let store = shared.store();
+    http::envelope_ok_with(256, |out| {
+        out.push(b'[');
         for (i, t) in store
             .list(identity, kind, page_num, page_size)
             .into_iter()
@@ -284,11 +282,10 @@ fn list(shared: &Shared, identity: &Identity, kind: TaskKind, query: &str) -> ht
             if i > 0 {
                 out.push(b',');
             }
-            let _ = serde_json::to_writer(&mut out, &t.render(now, &shared.base_url));
+            t.write_json(now, &shared.base_url, out);
         }
-    }
-    out.push(b']');
-    http::envelope_ok_raw(&out)
+        out.push(b']');
+    })
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, http::Resp> {

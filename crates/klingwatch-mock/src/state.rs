@@ -5,6 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::auth::Identity;
@@ -116,80 +118,207 @@ impl Task {
         })
     }
 
-    /// The full task object (query, list and callback bodies) at emulator time `now`.
+    /// The full task object (query, list and callback bodies) at emulator time `now`, as a
+    /// JSON value (control API, callbacks).
     pub(crate) fn render(&self, now: i64, base_url: &str) -> Value {
+        serde_json::to_value(self.view(now, base_url)).unwrap_or(Value::Null)
+    }
+
+    /// The full task object at emulator time `now`, serialized onto `out` (status queries and
+    /// list pages): the same bytes as `render`, without building a JSON value first.
+    pub(crate) fn write_json(&self, now: i64, base_url: &str, out: &mut Vec<u8>) {
+        let _ = serde_json::to_writer(out, &self.view(now, base_url));
+    }
+
+    /// The one definition of the task object's shape (field order as the Kling API sends it).
+    fn view<'a>(&'a self, now: i64, base_url: &'a str) -> TaskView<'a> {
         let st = self.status_at(now);
-        let mut m = Map::with_capacity(9);
-        m.insert("task_id".into(), Value::String(self.id.clone()));
-        m.insert("task_status".into(), Value::String(st.status.to_string()));
-        m.insert("task_status_msg".into(), Value::String(st.msg.to_string()));
-        m.insert("task_info".into(), self.task_info());
-        m.insert("created_at".into(), Value::from(self.created_at));
-        m.insert("updated_at".into(), Value::from(st.updated_at));
         let succeeded = st.status == "succeed";
-        if succeeded {
-            let units = if self.kind.is_video() {
-                if self.duration.trim_end_matches(".0") == "10" {
-                    "2"
-                } else {
-                    "1"
-                }
-                .to_string()
-            } else {
-                self.n.to_string()
-            };
-            m.insert("final_unit_deduction".into(), Value::String(units));
-        }
-        m.insert(
-            "watermark_info".into(),
-            json!({ "enabled": self.watermark }),
-        );
-        let mut result = Map::new();
-        if succeeded {
-            let files = format!("{base_url}/__mock/files/{}", self.id);
+        let final_unit_deduction = succeeded.then(|| {
             if self.kind.is_video() {
-                let mut v = Map::new();
-                v.insert("id".into(), Value::String(format!("{}_0", self.id)));
-                v.insert("url".into(), Value::String(format!("{files}/0.mp4")));
-                if self.watermark {
-                    v.insert(
-                        "watermark_url".into(),
-                        Value::String(format!("{files}/0_wm.mp4")),
-                    );
+                if self.duration.trim_end_matches(".0") == "10" {
+                    2
+                } else {
+                    1
                 }
-                v.insert(
-                    "duration".into(),
-                    Value::String(video_duration(&self.duration)),
-                );
-                result.insert("videos".into(), Value::Array(vec![Value::Object(v)]));
             } else {
-                let images: Vec<Value> = (0..self.n)
-                    .map(|i| {
-                        let mut img = Map::new();
-                        img.insert("index".into(), Value::from(i));
-                        img.insert("url".into(), Value::String(format!("{files}/{i}.png")));
-                        if self.watermark {
-                            img.insert(
-                                "watermark_url".into(),
-                                Value::String(format!("{files}/{i}_wm.png")),
-                            );
-                        }
-                        Value::Object(img)
-                    })
-                    .collect();
-                if self.kind == TaskKind::OmniImage {
-                    result.insert("result_type".into(), Value::String("single".into()));
-                }
-                result.insert("images".into(), Value::Array(images));
+                self.n
             }
-        }
-        m.insert("task_result".into(), Value::Object(result));
-        if let Some(extra) = &self.extra {
-            for (k, v) in extra {
-                m.insert(k.clone(), v.clone());
+        });
+        let task_result = if !succeeded {
+            ResultView::Empty {}
+        } else if self.kind.is_video() {
+            ResultView::Videos {
+                videos: [VideoView {
+                    id: FileRef::new(self, base_url, None, ""),
+                    url: FileRef::new(self, base_url, Some(0), ".mp4"),
+                    watermark_url: self
+                        .watermark
+                        .then(|| FileRef::new(self, base_url, Some(0), "_wm.mp4")),
+                    duration: video_duration(&self.duration),
+                }],
             }
+        } else {
+            ResultView::Images {
+                result_type: (self.kind == TaskKind::OmniImage).then_some("single"),
+                images: ImagesView {
+                    task: self,
+                    base_url,
+                },
+            }
+        };
+        TaskView {
+            task_id: &self.id,
+            task_status: st.status,
+            task_status_msg: st.msg,
+            task_info: TaskInfoView {
+                external_task_id: self.external_id.as_deref(),
+            },
+            created_at: self.created_at,
+            updated_at: st.updated_at,
+            final_unit_deduction: final_unit_deduction.map(UnitsView),
+            watermark_info: WatermarkView {
+                enabled: self.watermark,
+            },
+            task_result,
+            extra: self.extra.as_ref(),
         }
-        Value::Object(m)
+    }
+}
+
+/// The fields `render` writes itself: a seeded task's `extra` may not name one of them (it
+/// adds fields, it does not replace them).
+pub(crate) const RENDERED_FIELDS: &[&str] = &[
+    "task_id",
+    "task_status",
+    "task_status_msg",
+    "task_info",
+    "created_at",
+    "updated_at",
+    "final_unit_deduction",
+    "watermark_info",
+    "task_result",
+];
+
+#[derive(Serialize)]
+struct TaskView<'a> {
+    task_id: &'a str,
+    task_status: &'a str,
+    task_status_msg: &'a str,
+    task_info: TaskInfoView<'a>,
+    created_at: i64,
+    updated_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    final_unit_deduction: Option<UnitsView>,
+    watermark_info: WatermarkView,
+    task_result: ResultView<'a>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    extra: Option<&'a Map<String, Value>>,
+}
+
+#[derive(Serialize)]
+struct TaskInfoView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_task_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct WatermarkView {
+    enabled: bool,
+}
+
+/// `final_unit_deduction`: a number the API sends as a string.
+struct UnitsView(u32);
+
+impl Serialize for UnitsView {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ResultView<'a> {
+    Empty {},
+    Videos {
+        videos: [VideoView<'a>; 1],
+    },
+    Images {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result_type: Option<&'static str>,
+        images: ImagesView<'a>,
+    },
+}
+
+#[derive(Serialize)]
+struct VideoView<'a> {
+    id: FileRef<'a>,
+    url: FileRef<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watermark_url: Option<FileRef<'a>>,
+    duration: String,
+}
+
+/// The images of a succeeded image task, written one by one.
+struct ImagesView<'a> {
+    task: &'a Task,
+    base_url: &'a str,
+}
+
+impl Serialize for ImagesView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = self.task;
+        let mut seq = s.serialize_seq(Some(t.n as usize))?;
+        for i in 0..t.n {
+            seq.serialize_element(&ImageView {
+                index: i,
+                url: FileRef::new(t, self.base_url, Some(i), ".png"),
+                watermark_url: t
+                    .watermark
+                    .then(|| FileRef::new(t, self.base_url, Some(i), "_wm.png")),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct ImageView<'a> {
+    index: u32,
+    url: FileRef<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watermark_url: Option<FileRef<'a>>,
+}
+
+/// A result file's URL (`{base}/__mock/files/{id}/{index}{suffix}`), or with no index the
+/// video id (`{id}_0`), written straight into the output.
+struct FileRef<'a> {
+    task_id: &'a str,
+    base_url: &'a str,
+    index: Option<u32>,
+    suffix: &'static str,
+}
+
+impl<'a> FileRef<'a> {
+    fn new(t: &'a Task, base_url: &'a str, index: Option<u32>, suffix: &'static str) -> Self {
+        FileRef {
+            task_id: &t.id,
+            base_url,
+            index,
+            suffix,
+        }
+    }
+}
+
+impl Serialize for FileRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.index {
+            Some(i) => s.collect_str(&format_args!(
+                "{}/__mock/files/{}/{}{}",
+                self.base_url, self.task_id, i, self.suffix
+            )),
+            None => s.collect_str(&format_args!("{}_0", self.task_id)),
+        }
     }
 }
 
@@ -390,6 +519,87 @@ pub(crate) fn failure_marker(prompt: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task(kind: TaskKind, watermark: bool, duration: &str) -> Task {
+        Task {
+            id: "t-1".into(),
+            kind,
+            external_id: Some("ext \"1\"".into()),
+            created_at: 100,
+            processing_at: 200,
+            finish_at: 300,
+            outcome: Outcome::Succeed,
+            fixed: None,
+            n: 2,
+            duration: duration.into(),
+            watermark,
+            callback_url: None,
+            extra: None,
+        }
+    }
+
+    /// The bytes a status query answers, and the value callbacks and the control API send:
+    /// the same object, field for field in the API's order.
+    fn rendered(t: &Task, now: i64) -> String {
+        let mut out = Vec::new();
+        t.write_json(now, "http://h:1", &mut out);
+        assert_eq!(
+            serde_json::to_vec(&t.render(now, "http://h:1")).unwrap(),
+            out,
+            "render and write_json agree"
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn renders_each_phase_of_an_image_task() {
+        let t = task(TaskKind::ImageGeneration, true, "5");
+        assert_eq!(
+            rendered(&t, 150),
+            r#"{"task_id":"t-1","task_status":"submitted","task_status_msg":"","task_info":{"external_task_id":"ext \"1\""},"created_at":100,"updated_at":100,"watermark_info":{"enabled":true},"task_result":{}}"#
+        );
+        assert_eq!(
+            rendered(&t, 250),
+            r#"{"task_id":"t-1","task_status":"processing","task_status_msg":"","task_info":{"external_task_id":"ext \"1\""},"created_at":100,"updated_at":200,"watermark_info":{"enabled":true},"task_result":{}}"#
+        );
+        assert_eq!(
+            rendered(&t, 300),
+            r#"{"task_id":"t-1","task_status":"succeed","task_status_msg":"","task_info":{"external_task_id":"ext \"1\""},"created_at":100,"updated_at":300,"final_unit_deduction":"2","watermark_info":{"enabled":true},"task_result":{"images":[{"index":0,"url":"http://h:1/__mock/files/t-1/0.png","watermark_url":"http://h:1/__mock/files/t-1/0_wm.png"},{"index":1,"url":"http://h:1/__mock/files/t-1/1.png","watermark_url":"http://h:1/__mock/files/t-1/1_wm.png"}]}}"#
+        );
+        let mut failed = task(TaskKind::ImageGeneration, false, "5");
+        failed.outcome = Outcome::Failed("bad\nprompt".into());
+        failed.external_id = None;
+        assert_eq!(
+            rendered(&failed, 400),
+            r#"{"task_id":"t-1","task_status":"failed","task_status_msg":"bad\nprompt","task_info":{},"created_at":100,"updated_at":300,"watermark_info":{"enabled":false},"task_result":{}}"#
+        );
+    }
+
+    #[test]
+    fn renders_omni_and_video_results_and_extra_fields() {
+        let mut omni = task(TaskKind::OmniImage, false, "5");
+        omni.n = 1;
+        omni.extra = serde_json::from_str(r#"{"future":{"x":[1,null]},"b":true}"#).unwrap();
+        assert_eq!(
+            rendered(&omni, 300),
+            r#"{"task_id":"t-1","task_status":"succeed","task_status_msg":"","task_info":{"external_task_id":"ext \"1\""},"created_at":100,"updated_at":300,"final_unit_deduction":"1","watermark_info":{"enabled":false},"task_result":{"result_type":"single","images":[{"index":0,"url":"http://h:1/__mock/files/t-1/0.png"}]},"future":{"x":[1,null]},"b":true}"#
+        );
+        let video = task(TaskKind::Text2Video, true, "10");
+        assert_eq!(
+            rendered(&video, 300),
+            r#"{"task_id":"t-1","task_status":"succeed","task_status_msg":"","task_info":{"external_task_id":"ext \"1\""},"created_at":100,"updated_at":300,"final_unit_deduction":"2","watermark_info":{"enabled":true},"task_result":{"videos":[{"id":"t-1_0","url":"http://h:1/__mock/files/t-1/0.mp4","watermark_url":"http://h:1/__mock/files/t-1/0_wm.mp4","duration":"10.0"}]}}"#
+        );
+        let mut short = task(TaskKind::Image2Video, false, "5.0");
+        short.fixed = Some(Fixed {
+            status: "succeed".into(),
+            msg: String::new(),
+            updated_at: 7,
+        });
+        assert_eq!(
+            rendered(&short, 0),
+            r#"{"task_id":"t-1","task_status":"succeed","task_status_msg":"","task_info":{"external_task_id":"ext \"1\""},"created_at":100,"updated_at":7,"final_unit_deduction":"1","watermark_info":{"enabled":false},"task_result":{"videos":[{"id":"t-1_0","url":"http://h:1/__mock/files/t-1/0.mp4","duration":"5.0"}]}}"#
+        );
+    }
 
     #[test]
     fn marker() {

@@ -932,6 +932,20 @@ async fn seeded_tasks_and_status_changes() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
+    // `extra` adds fields; naming one the emulator renders is refused, and nothing is seeded.
+    let r = h
+        .http
+        .post(format!("{}/__mock/tasks", h.url))
+        .json(&json!({"task_id": "seed-extra", "extra": {"ok": 1, "task_status": "failed"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("task_status"));
+    assert_eq!(
+        h.get("/v1/images/generations/seed-extra").await.1["code"],
+        1203
+    );
     let r = h
         .http
         .post(format!("{}/__mock/tasks/none/status", h.url))
