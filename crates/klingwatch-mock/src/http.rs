@@ -151,11 +151,6 @@ pub(crate) fn json_value(status: StatusCode, v: &serde_json::Value) -> Resp {
     )
 }
 
-/// The success envelope around already-serialized `data`.
-pub(crate) fn envelope_ok_raw(data: &[u8]) -> Resp {
-    envelope_ok_with(data.len(), |out| out.extend_from_slice(data))
-}
-
 /// The success envelope whose `data` JSON `write_data` appends to the body (about
 /// `data_len` bytes), so the data is serialized straight into the response body.
 pub(crate) fn envelope_ok_with(data_len: usize, write_data: impl FnOnce(&mut Vec<u8>)) -> Resp {
@@ -172,8 +167,10 @@ pub(crate) fn envelope_ok_with(data_len: usize, write_data: impl FnOnce(&mut Vec
 
 /// The success envelope around a value.
 pub(crate) fn envelope_ok(data: &serde_json::Value) -> Resp {
-    let bytes = serde_json::to_vec(data).unwrap_or_else(|_| b"null".to_vec());
-    envelope_ok_raw(&bytes)
+    // A `Value` always serializes (its keys are strings).
+    envelope_ok_with(128, |out| {
+        let _ = serde_json::to_writer(out, data);
+    })
 }
 
 /// Body bytes of an error envelope (no `data`).
