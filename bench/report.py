@@ -87,8 +87,9 @@ def section(a, rows, extra):
         f"for all of them; wrk runs {a.wrk_duration} over the same ids in turn).",
         "",
         "Every client runs in its own process, one after the other, against the same ids on the same "
-        "target; the emulator and nginx run on the same 2 cores, so req/s is what one client process "
-        "gets while sharing the machine with the server. `× peer` is the ratio to the best peer of the "
+        "target; the emulator and nginx run on the same 2 cores, each server with one worker thread "
+        "(`klingwatch-mock --worker-threads 1`, nginx `worker_processes 1`), so req/s is what one "
+        "client process gets while sharing the machine with the server. `× peer` is the ratio to the best peer of the "
         "same language on the same target, `× wrk` to the load generator on the same target. CPU per "
         "query and peak RSS are the client process's (`/usr/bin/time`: user + sys over the ids, "
         "start-up included). `load` is the 1-minute load average just before the run: other builds "

@@ -365,7 +365,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     klingwatch::install_crypto_provider();
-    // The emulator-hosting commands get a worker per core. The client commands are I/O on
+    // The emulator-hosting commands get a worker per core (`mock --worker-threads N`: N). The client commands are I/O on
     // one HTTP/2 connection: one thread (klingwatch::runtime_threads, default 1) does them
     // with the least CPU.
     let hosts_emulator = matches!(
@@ -374,7 +374,15 @@ fn main() -> ExitCode {
     );
     let threads = klingwatch::runtime_threads();
     let mut builder = if hosts_emulator {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if let Command::Mock(klingwatch_mock::MockArgs {
+            worker_threads: Some(n),
+            ..
+        }) = &cli.command
+        {
+            b.worker_threads(usize::from(*n));
+        }
+        b
     } else if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

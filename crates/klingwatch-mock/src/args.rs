@@ -72,6 +72,11 @@ pub struct MockArgs {
     /// Seed of the deterministic generators (task ids, fault probabilities) [default: 0]
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Worker threads of the emulator's runtime [default: one per core]. One worker costs
+    /// the least CPU per request when clients share the machine's cores (no hand-offs
+    /// between workers); more serve more connections at once on a machine to itself.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
@@ -79,6 +84,16 @@ fn invalid(msg: impl Into<String>) -> io::Error {
 }
 
 impl MockArgs {
+    /// The multi-thread tokio runtime the emulator runs on, with `--worker-threads` workers
+    /// (one per core without it).
+    pub fn runtime(&self) -> io::Result<tokio::runtime::Runtime> {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = self.worker_threads {
+            b.worker_threads(usize::from(n));
+        }
+        b.enable_all().build()
+    }
+
     /// Resolve the options (reading `--config` if given) into a [`MockConfig`].
     pub fn into_config(self) -> io::Result<MockConfig> {
         let file: FileConfig = match &self.config {

@@ -5,10 +5,7 @@ use clap::Parser;
 
 fn main() {
     let args = klingwatch_mock::MockArgs::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match args.runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("klingwatch-mock: cannot start the runtime: {e}");

@@ -1269,6 +1269,22 @@ fn args_resolve_into_config() {
 }
 
 #[test]
+fn worker_threads_size_the_runtime() {
+    use clap::Parser;
+    let one = klingwatch_mock::MockArgs::parse_from(["klingwatch-mock", "--worker-threads", "1"]);
+    assert_eq!(one.worker_threads, Some(1));
+    assert_eq!(one.runtime().unwrap().metrics().num_workers(), 1);
+    let three = klingwatch_mock::MockArgs::parse_from(["klingwatch-mock", "--worker-threads", "3"]);
+    assert_eq!(three.runtime().unwrap().metrics().num_workers(), 3);
+    let default = klingwatch_mock::MockArgs::parse_from(["klingwatch-mock"]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(default.runtime().unwrap().metrics().num_workers(), cores);
+    let zero =
+        klingwatch_mock::MockArgs::try_parse_from(["klingwatch-mock", "--worker-threads", "0"]);
+    assert!(zero.is_err(), "0 workers must be refused");
+}
+
+#[test]
 fn args_embed_as_a_subcommand() {
     use clap::{Parser, Subcommand};
     #[derive(Parser)]
