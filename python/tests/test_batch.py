@@ -34,6 +34,7 @@ def test_a_batch_of_many_chunks_answers_every_position_in_order(mock_url: str) -
     batch = ids + ["missing-b1"] + ids[:50] + ["missing-b1", "bad/id"]
     client = Client(access_key=AK, secret_key=SK, base_url=mock_url, timeout=10.0)
     aclient = AsyncClient(access_key=AK, secret_key=SK, base_url=mock_url, timeout=10.0)
+    one = client.get_task(ids[0])
     ctl(mock_url, "DELETE", "/requests")
     for results in (
         client.get_many(batch, concurrency=32),
@@ -44,6 +45,17 @@ def test_a_batch_of_many_chunks_answers_every_position_in_order(mock_url: str) -
         assert results[0] == results[301] and results[0] is not results[301]
         assert results[300] is not results[351]
         assert str(results[300]) == str(results[351])
+        # Results and raw are built on first read, per Task: a duplicate's are equal to the
+        # first's, and to a single query's, but its own (mutating one raw dict leaves the
+        # other alone).
+        first, dup = results[0], results[301]
+        assert first.images == dup.images == one.images and len(one.images) >= 1
+        assert first.videos == dup.videos == one.videos == []
+        assert first.raw == dup.raw == one.raw and first.raw["task_id"] == ids[0]
+        assert first.raw is not dup.raw and first.images is not dup.images
+        first.raw["task_id"] = "changed"
+        assert dup.raw["task_id"] == ids[0]
+        assert first.images is first.images  # built once, then cached
     # Each unique id is queried once per batch; the bad id never leaves the process.
     assert len(requests_for(mock_url, ids[0])) == 2
     assert len(requests_for(mock_url, "missing-b1")) == 2
