@@ -45,9 +45,8 @@ def test_a_batch_of_many_chunks_answers_every_position_in_order(mock_url: str) -
         assert results[0] == results[301] and results[0] is not results[301]
         assert results[300] is not results[351]
         assert str(results[300]) == str(results[351])
-        # Results and raw are built on first read, per Task: a duplicate's are equal to the
-        # first's, and to a single query's, but its own (mutating one raw dict leaves the
-        # other alone).
+        # A duplicate's images and raw are equal to the first's and to a single query's,
+        # but its own (mutating one raw dict leaves the other alone).
         first, dup = results[0], results[301]
         assert first.images == dup.images == one.images and len(one.images) >= 1
         assert first.videos == dup.videos == one.videos == []
