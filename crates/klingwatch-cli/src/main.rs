@@ -365,24 +365,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     klingwatch::install_crypto_provider();
-    // The emulator-hosting commands get a worker per core (`mock --worker-threads N`: N). The client commands are I/O on
-    // one HTTP/2 connection: one thread (klingwatch::runtime_threads, default 1) does them
-    // with the least CPU.
-    let hosts_emulator = matches!(
-        cli.command,
-        Command::Mock(_) | Command::Demo { .. } | Command::Mcp { mock: true, .. }
-    );
+    // The emulator-hosting commands get a worker per core (`mock --worker-threads N`: N,
+    // as the emulator's own binary does). The client commands are I/O on one HTTP/2
+    // connection: one thread (klingwatch::runtime_threads, default 1) does them with the
+    // least CPU.
     let threads = klingwatch::runtime_threads();
-    let mut builder = if hosts_emulator {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if let Command::Mock(klingwatch_mock::MockArgs {
-            worker_threads: Some(n),
-            ..
-        }) = &cli.command
-        {
-            b.worker_threads(usize::from(*n));
-        }
-        b
+    let mut builder = if let Command::Mock(args) = &cli.command {
+        args.runtime_builder()
+    } else if matches!(
+        cli.command,
+        Command::Demo { .. } | Command::Mcp { mock: true, .. }
+    ) {
+        tokio::runtime::Builder::new_multi_thread()
     } else if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -84,14 +84,20 @@ fn invalid(msg: impl Into<String>) -> io::Error {
 }
 
 impl MockArgs {
-    /// The multi-thread tokio runtime the emulator runs on, with `--worker-threads` workers
-    /// (one per core without it).
-    pub fn runtime(&self) -> io::Result<tokio::runtime::Runtime> {
+    /// The builder of the multi-thread tokio runtime the emulator runs on, with
+    /// `--worker-threads` workers (one per core without it); nothing else is set, so a host
+    /// of the emulator (the `klingwatch mock` command) adds what it needs.
+    pub fn runtime_builder(&self) -> tokio::runtime::Builder {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         if let Some(n) = self.worker_threads {
             b.worker_threads(usize::from(n));
         }
-        b.enable_all().build()
+        b
+    }
+
+    /// The runtime of [`runtime_builder`](Self::runtime_builder), with I/O and timers.
+    pub fn runtime(&self) -> io::Result<tokio::runtime::Runtime> {
+        self.runtime_builder().enable_all().build()
     }
 
     /// Resolve the options (reading `--config` if given) into a [`MockConfig`].
