@@ -79,12 +79,16 @@ def ratio(a, b):
 
 
 def section(a, rows, extra):
+    httpx_n = min(a.n, 2000)
+    if a.docs_n == httpx_n:
+        few = f"the docs sample and httpx get the first {httpx_n:,} ids"
+    else:
+        few = f"the docs sample gets the first {a.docs_n:,} ids and httpx the first {httpx_n:,}"
     out = [BEGIN, "", "## Side by side with the clients users would otherwise pick (issue 8)", ""]
     out += [
         f"Run: {a.date}. Machine: {a.machine}.",
-        f"Command: `{a.command}` ({a.n:,} seeded ids, concurrency {a.concurrency}; the docs "
-        f"sample gets the first {a.docs_n} ids and httpx the first {min(a.n, 2000):,}, both too slow "
-        f"for all of them; wrk runs {a.wrk_duration} over the same ids in turn).",
+        f"Command: `{a.command}` ({a.n:,} seeded ids, concurrency {a.concurrency}; {few}, both "
+        f"too slow for all of them; wrk runs {a.wrk_duration} over the same ids in turn).",
         "",
         "Every client runs in its own process, one after the other, against the same ids on the same "
         "target; the emulator and nginx run on the same 2 cores, each server with one worker thread "
