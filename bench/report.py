@@ -79,11 +79,10 @@ def ratio(a, b):
 
 
 def section(a, rows, extra):
-    httpx_n = min(a.n, 2000)
-    if a.docs_n == httpx_n:
-        few = f"the docs sample and httpx get the first {httpx_n:,} ids"
+    if a.docs_n == a.httpx_n:
+        few = f"the docs sample and httpx get the first {a.httpx_n:,} ids"
     else:
-        few = f"the docs sample gets the first {a.docs_n:,} ids and httpx the first {httpx_n:,}"
+        few = f"the docs sample gets the first {a.docs_n:,} ids and httpx the first {a.httpx_n:,}"
     out = [BEGIN, "", "## Side by side with the clients users would otherwise pick (issue 8)", ""]
     out += [
         f"Run: {a.date}. Machine: {a.machine}.",
@@ -243,12 +242,13 @@ def costs(extra):
 
 def main():
     p = argparse.ArgumentParser()
-    for k in ("results", "extra", "date", "machine", "command", "reps", "n", "docs-n",
+    for k in ("results", "extra", "date", "machine", "command", "reps", "n", "docs-n", "httpx-n",
               "concurrency", "wrk-duration", "n-watch"):
         p.add_argument("--" + k, required=True)
     p.add_argument("--doc")
     a = p.parse_args()
-    a.n, a.docs_n, a.concurrency, a.reps = int(a.n), int(a.docs_n), int(a.concurrency), int(a.reps)
+    a.n, a.docs_n, a.httpx_n = int(a.n), int(a.docs_n), int(a.httpx_n)
+    a.concurrency, a.reps = int(a.concurrency), int(a.reps)
     N_WATCH[0] = int(a.n_watch)
     rows = load(a.results)
     extra = []
