@@ -66,12 +66,19 @@ def load(path):
                 "target": p[0], "client": p[1], "n": int(p[2] or 0), "ok": int(p[3] or 0),
                 "rps": float(p[4] or 0), "wall": float(t[0]), "cpu": float(t[1]) + float(t[2]),
                 "rss_kib": int(t[3]), "load": p[6], "note": p[7] if len(p) > 7 else "",
+                "range": p[8] if len(p) > 8 else "",
             })
     return rows
 
 
 def fmt_rps(x):
     return f"{x:,.0f}" if x else "—"
+
+
+def fmt_range(r):
+    """bench/run's ``min-max`` req/s of a client's runs, as ``min–max``."""
+    lo, _, hi = r.partition("-")
+    return f"{int(lo):,}–{int(hi):,}" if lo and hi else "—"
 
 
 def ratio(a, b):
@@ -97,8 +104,10 @@ def section(a, rows, extra):
         "query and peak RSS are the client process's (`/usr/bin/time`: user + sys over the ids, "
         "start-up included). `load` is the 1-minute load average just before the run: other builds "
         "shared the machine, so compare ratios within one target rather than absolute figures."
-        + (f" Each klingwatch client (bold) ran {a.reps} times per target; its row is the median run "
-           "by req/s." if a.reps > 1 else ""),
+        + (f" Each target had {a.reps} passes over the clients, so that a slow moment of the host "
+           "fell on every client alike: each client ran once per pass (requests.Session and httpx, "
+           "the slowest, in the first pass only), and its row is its median run by req/s, with the "
+           "range of its runs beside it." if a.reps > 1 else ""),
         "",
     ]
     by_target = {}
@@ -112,8 +121,8 @@ def section(a, rows, extra):
                 best[lang] = max(best.get(lang, 0), r["rps"])
         wrk = next((r["rps"] for r in rs if r["client"] == "wrk"), 0)
         out += [f"### {TARGET.get(target, target)}", "",
-                "| client | lang | ids ok | req/s | × peer | × wrk | CPU µs/query | peak RSS MiB | load |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                "| client | lang | ids ok | req/s | runs' req/s | × peer | × wrk | CPU µs/query | peak RSS MiB | load |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rs:
             lang = LANG.get(r["client"], "?")
             failed = r["note"] == "failed" or r["ok"] < r["n"]
@@ -129,7 +138,7 @@ def section(a, rows, extra):
             if r["client"] in ("kw-rust", "kw-py", "kw-py-async", "kw-py-gather", "kw-node", "kw-cli"):
                 name = f"**{name}**"
                 rps = f"**{rps}**"
-            out.append(f"| {name} | {lang} | {ok} | {rps} | {peer} | {vs_wrk} | {cpu} | {rss} | {r['load']} |")
+            out.append(f"| {name} | {lang} | {ok} | {rps} | {fmt_range(r['range'])} | {peer} | {vs_wrk} | {cpu} | {rss} | {r['load']} |")
         out.append("")
 
     out += goals(by_target)
