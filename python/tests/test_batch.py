@@ -11,6 +11,7 @@ from typing import Any, List
 
 import pytest
 
+import klingwatch._client
 from klingwatch import AsyncClient, Client, Task
 from klingwatch.errors import InvalidRequestError, NotFoundError
 
@@ -93,11 +94,11 @@ def test_a_failing_conversion_stops_a_sync_batch(mock_url: str, monkeypatch: pyt
     ctl(mock_url, "POST", "/faults", {"fault": "delay", "delay_ms": 3000, "match": {"task_id": slow}})
     client = Client(access_key=AK, secret_key=SK, base_url=mock_url, timeout=10.0)
 
-    def boom(record: Any) -> Task:
+    def boom(out: Any, chunk: Any) -> None:
         raise RuntimeError("conversion failed")
 
     # Whatever goes wrong on the calling thread, the batch's queries do not live on.
-    monkeypatch.setattr(Task, "_from_native", staticmethod(boom))
+    monkeypatch.setattr(klingwatch._client, "_place", boom)
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="conversion failed"):
         client.get_many([fast, slow], concurrency=2)

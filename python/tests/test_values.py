@@ -116,6 +116,34 @@ def test_constructed_by_hand_like_from_the_server():
         Task("t2", "image_generation", "failed").raise_for_failure()
 
 
+def test_a_native_task_equals_one_built_by_hand():
+    # The native module fills a Task's slots itself (no __init__): the same value results.
+    t = _task()
+    by_hand = Task(
+        "t-values", TaskKind.IMAGE_GENERATION, TaskStatus.SUCCEED, status_msg="",
+        external_task_id="ext-1",
+        created_at=datetime.fromtimestamp(1722769557.708, timezone.utc),
+        updated_at=datetime.fromtimestamp(1722769567.708, timezone.utc),
+        final_unit_deduction="1",
+        images=[Image(0, "https://cdn.example/a.png"),
+                Image(1, "https://cdn.example/b.png", "https://cdn.example/bw.png")],
+    )
+    assert type(t) is Task and t == by_hand and hash(t) == hash(by_hand)
+    assert repr(t) == repr(by_hand)
+
+
+def test_the_native_module_takes_only_a_class_with_the_task_slots():
+    from klingwatch import _native
+
+    class NotATask:
+        __slots__ = ("id",)
+
+    with pytest.raises(AttributeError):
+        _native._register_task_class(NotATask, {}, {})
+    # The refused class left the registered one in place.
+    assert type(_task()) is Task
+
+
 def test_import_stays_lean():
     code = ("import sys; import klingwatch; "
             "print(','.join(m for m in ('dataclasses', 'inspect', 'json', 'pathlib', 'datetime', "

@@ -1,8 +1,8 @@
 //! `klingwatch._native`: a thin pyo3 layer over the `klingwatch` core.
 //!
 //! Every rule lives in the core; this module only converts. Tasks cross the boundary as
-//! tuples of plain values built from the typed core `Task` (see `task_py`; the Python layer
-//! wraps them in `klingwatch.Task` without parsing anything), and errors as the
+//! `klingwatch.Task` objects built here from the typed core `Task` (see `task_py`; nothing
+//! is parsed twice), and errors as the
 //! `klingwatch.errors` class matching the core's error kind (built from `Error::to_json`).
 
 use std::pin::Pin;
@@ -309,22 +309,111 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
         .map_err(|_| PyValueError::new_err(format!("{name} must be a finite number >= 0")))
 }
 
-/// A task as the record `klingwatch.Task._from_native` reads, in this order: `(id, kind,
-/// status, status_msg, external_task_id, created_at_ms, updated_at_ms,
-/// final_unit_deduction, images, videos, raw)`, where `images` is one flat tuple of
-/// `index, url, watermark_url` per image, `videos` one of `id, url, watermark_url,
-/// duration_s` per video, and `raw` the server's object as JSON text (parsed only when
-/// `Task.raw` is read). A tuple of plain values costs a fraction of a dict with named keys,
-/// and nothing is parsed twice; flat tuples (not a tuple per image) halve the containers the
-/// cyclic GC counts and traverses per task.
-fn task_py<'py>(py: Python<'py>, task: &Task) -> PyResult<Bound<'py, PyAny>> {
+/// What builds `klingwatch.Task` objects here: the class and its enums, handed over once by
+/// `klingwatch._task` as it is imported (`_register_task_class`).
+struct TaskClass {
+    /// `object.__new__`: a `Task` without running its `__init__`.
+    new: Py<PyAny>,
+    cls: Py<PyAny>,
+    /// [`TASK_SLOTS`] as Python strings.
+    slots: Vec<Py<pyo3::types::PyString>>,
+    /// The `TaskStatus` and `TaskKind` member of each wire value (an unknown one stays a str).
+    statuses: Vec<(String, Py<PyAny>)>,
+    kinds: Vec<(String, Py<PyAny>)>,
+}
+
+/// The slots of `klingwatch.Task` a native task fills, in `task_py`'s order.
+const TASK_SLOTS: [&str; 11] = [
+    "id",
+    "kind",
+    "status",
+    "status_msg",
+    "external_task_id",
+    "final_unit_deduction",
+    "_created",
+    "_updated",
+    "_images",
+    "_videos",
+    "_raw",
+];
+
+static TASK_CLASS: Mutex<Option<Arc<TaskClass>>> = Mutex::new(None);
+
+fn task_class() -> PyResult<Arc<TaskClass>> {
+    TASK_CLASS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or_else(|| {
+            pyo3::exceptions::PyRuntimeError::new_err(
+                "klingwatch._native is used through the klingwatch package (import klingwatch)",
+            )
+        })
+}
+
+fn members(d: &Bound<'_, pyo3::types::PyDict>) -> PyResult<Vec<(String, Py<PyAny>)>> {
+    d.iter()
+        .map(|(k, v)| Ok((k.extract::<String>()?, v.unbind())))
+        .collect()
+}
+
+/// Called once by `klingwatch._task`: the `Task` class (whose slots must include
+/// [`TASK_SLOTS`]) and its `{wire value: member}` maps of `TaskStatus` and `TaskKind`.
+#[pyfunction]
+fn _register_task_class(
+    py: Python<'_>,
+    cls: Bound<'_, pyo3::types::PyType>,
+    statuses: Bound<'_, pyo3::types::PyDict>,
+    kinds: Bound<'_, pyo3::types::PyDict>,
+) -> PyResult<()> {
+    for name in TASK_SLOTS {
+        // Each must be a slot of the class (a member descriptor), not a property.
+        let d = cls.getattr(name)?;
+        if !d.hasattr("__set__")? || d.hasattr("fget")? {
+            return Err(PyValueError::new_err(format!(
+                "Task.{name} is not a slot of the class"
+            )));
+        }
+    }
+    let object = py.import("builtins")?.getattr("object")?;
+    let class = TaskClass {
+        new: object.getattr("__new__")?.unbind(),
+        cls: cls.clone().into_any().unbind(),
+        slots: TASK_SLOTS
+            .iter()
+            .map(|n| pyo3::types::PyString::intern(py, n).unbind())
+            .collect(),
+        statuses: members(&statuses)?,
+        kinds: members(&kinds)?,
+    };
+    *TASK_CLASS.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(class));
+    Ok(())
+}
+
+/// The enum member of a wire value, or the value as a str when it is not one.
+fn member<'py>(py: Python<'py>, of: &[(String, Py<PyAny>)], v: &str) -> Bound<'py, PyAny> {
+    match of.iter().find(|(k, _)| k == v) {
+        Some((_, m)) => m.bind(py).clone(),
+        None => pyo3::types::PyString::new(py, v).into_any(),
+    }
+}
+
+/// A `klingwatch.Task`, built here without `Task.__init__` or any Python code: its slots
+/// hold the typed fields, and the fields that cost to build stay in native form until
+/// first read (`Task.created_at` and friends build and cache them): `_created`/`_updated`
+/// as Unix ms, `_images` as one flat tuple of `index, url, watermark_url` per image,
+/// `_videos` one of `id, url, watermark_url, duration_s` per video, and `_raw` the server's
+/// object as JSON text (parsed only when `Task.raw` is read). Flat tuples (not a tuple per
+/// image) halve the containers the cyclic GC counts and traverses per task. Built in Python
+/// from a record tuple, a task of a batch cost about 1 µs more on the calling thread, a
+/// tenth of a `get_many`'s time over TLS (docs/benchmarks.md, 2026-12-04).
+fn task_py<'py>(py: Python<'py>, tc: &TaskClass, task: &Task) -> PyResult<Bound<'py, PyAny>> {
     let mut images: Vec<Bound<'py, PyAny>> = Vec::with_capacity(task.images.len() * 3);
     for i in &task.images {
         images.push(i.index.into_pyobject(py)?.into_any());
         images.push(i.url.as_str().into_pyobject(py)?.into_any());
         images.push(i.watermark_url.as_deref().into_pyobject(py)?);
     }
-    let images = PyTuple::new(py, images)?;
     let mut videos: Vec<Bound<'py, PyAny>> = Vec::with_capacity(task.videos.len() * 4);
     for v in &task.videos {
         videos.push(v.id.as_str().into_pyobject(py)?.into_any());
@@ -332,21 +421,32 @@ fn task_py<'py>(py: Python<'py>, task: &Task) -> PyResult<Bound<'py, PyAny>> {
         videos.push(v.watermark_url.as_deref().into_pyobject(py)?);
         videos.push(v.duration_s.into_pyobject(py)?);
     }
-    let videos = PyTuple::new(py, videos)?;
-    let record = (
-        task.id.as_str(),
-        task.kind.as_str(),
-        task.status.as_str(),
-        task.status_msg.as_deref(),
-        task.external_task_id.as_deref(),
-        task.created_at_ms,
-        task.updated_at_ms,
-        task.final_unit_deduction.as_deref(),
-        images,
-        videos,
-        task.raw.as_str(),
-    );
-    Ok(record.into_pyobject(py)?.into_any())
+    let values: [Bound<'py, PyAny>; 11] = [
+        task.id.as_str().into_pyobject(py)?.into_any(),
+        member(py, &tc.kinds, task.kind.as_str()),
+        member(py, &tc.statuses, task.status.as_str()),
+        task.status_msg.as_deref().into_pyobject(py)?,
+        task.external_task_id.as_deref().into_pyobject(py)?,
+        task.final_unit_deduction.as_deref().into_pyobject(py)?,
+        task.created_at_ms.into_pyobject(py)?.into_any(),
+        task.updated_at_ms.into_pyobject(py)?.into_any(),
+        PyTuple::new(py, images)?.into_any(),
+        PyTuple::new(py, videos)?.into_any(),
+        task.raw.as_str().into_pyobject(py)?.into_any(),
+    ];
+    let obj = tc.new.bind(py).call1((tc.cls.bind(py),))?;
+    for (name, value) in tc.slots.iter().zip(values.iter()) {
+        // The generic setter, as `object.__setattr__` is: `Task.__setattr__` refuses every
+        // assignment (a Task is immutable once built).
+        // SAFETY: three live objects, the GIL held; -1 means an exception is set.
+        if unsafe {
+            pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value.as_ptr())
+        } == -1
+        {
+            return Err(PyErr::fetch(py));
+        }
+    }
+    Ok(obj)
 }
 
 /// Frees what a batch chunk holds on the runtime's worker, which allocated it. Freed on the
@@ -362,10 +462,10 @@ fn free_on_runtime<T: Send + 'static>(items: T) {
     }
 }
 
-/// A status change as `(task record, previous status or None)`.
+/// A status change as `(Task, previous status or None)`.
 fn update_py(py: Python<'_>, u: TaskUpdate) -> PyResult<Bound<'_, PyAny>> {
     let previous = u.previous.as_ref().map(|s| s.as_str().to_owned());
-    let task = task_py(py, &u.task)?;
+    let task = task_py(py, &*task_class()?, &u.task)?;
     Ok((task, previous).into_pyobject(py)?.into_any())
 }
 
@@ -378,11 +478,11 @@ impl<'py> IntoPyObject<'py> for PyTask {
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        task_py(py, &self.0)
+        task_py(py, &*task_class()?, &self.0)
     }
 }
 
-/// Tasks for Python: a list of task records.
+/// Tasks for Python: a list of `klingwatch.Task`.
 struct PyTasks(Vec<Task>);
 
 impl<'py> IntoPyObject<'py> for PyTasks {
@@ -391,7 +491,8 @@ impl<'py> IntoPyObject<'py> for PyTasks {
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
-        py_list(py, self.0, |t| task_py(py, &t))
+        let tc = task_class()?;
+        py_list(py, self.0, |t| task_py(py, &tc, &t))
     }
 }
 
@@ -414,7 +515,7 @@ enum Item {
     Chunk(Vec<BatchItem>),
 }
 
-/// One stream item for Python: a task record, an update `(record, previous)`, or the
+/// One stream item for Python: a Task, an update `(Task, previous)`, or the
 /// `KlingError` of a failure (returned, not raised: the Python layer decides).
 struct PyItem(klingwatch::Result<Item>);
 
@@ -425,20 +526,20 @@ impl<'py> IntoPyObject<'py> for PyItem {
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Self::Output> {
         match self.0 {
-            Ok(Item::Task(t)) => task_py(py, &t),
+            Ok(Item::Task(t)) => task_py(py, &*task_class()?, &t),
             Ok(Item::Update(u)) => update_py(py, u),
             Ok(Item::Chunk(chunk)) => {
-                // A flat list, `position, record or error` per input position (no pair tuple
-                // per task): a duplicate id shares its (immutable) record tuple but gets an
-                // error object of its own.
+                // A flat list, `position, Task or error` per input position (no pair tuple
+                // per task): a duplicate id gets a Task (or error object) of its own, as
+                // `Task.raw` is a dict its caller may change.
+                let tc = task_class()?;
                 let mut flat = Vec::with_capacity(chunk.len() * 2);
                 for BatchItem { positions, result } in &chunk {
                     match result {
                         Ok(task) => {
-                            let record = task_py(py, task)?;
                             for p in positions {
                                 flat.push(p.into_pyobject(py)?.into_any());
-                                flat.push(record.clone());
+                                flat.push(task_py(py, &tc, task)?);
                             }
                         }
                         Err(e) => {
@@ -606,10 +707,10 @@ impl NativeClient {
         run(py, async move { c.list_tasks(kind, page, page_size).await }).map(PyTasks)
     }
 
-    /// The core's `get_many_chunks` as a stream: each item is a list of `(input position,
-    /// record or KlingError)` for the answers that arrived since the previous item. The
-    /// queries run on their own task, so Python converts one chunk while the rest of the
-    /// batch is in flight; closing the stream aborts them.
+    /// The core's `get_many_chunks` as a stream: each item is a flat list, `input position,
+    /// Task or KlingError` for each answer that arrived since the previous item. The queries
+    /// run on their own task, so Python places one chunk while the rest of the batch is in
+    /// flight; closing the stream aborts them.
     fn get_many_chunks(
         &self,
         kind: &str,
@@ -721,7 +822,7 @@ impl NativeClient {
         Ok(self.stream_iter(Box::pin(stream)))
     }
 
-    /// Every task of `kind`, page by page (task records, or an error).
+    /// Every task of `kind`, page by page (Tasks, or an error).
     fn iter_tasks(&self, kind: &str, page_size: u32) -> PyResult<StreamIter> {
         let kind = kind_of(kind)?;
         let c = self.client()?;
@@ -878,7 +979,7 @@ struct Arrived(Mutex<Option<PyItem>>);
 
 #[pymethods]
 impl Arrived {
-    /// The item (a record, an update, a chunk or a `KlingError`); None once taken.
+    /// The item (a Task, an update, a chunk or a `KlingError`); None once taken.
     fn take(&self) -> Option<PyItem> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
@@ -1004,5 +1105,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(task_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(_quiesce, m)?)?;
+    m.add_function(wrap_pyfunction!(_register_task_class, m)?)?;
     Ok(())
 }

@@ -19,6 +19,7 @@ from typing import (
     Sequence,
     Tuple,
     Union,
+    cast,
     overload,
 )
 
@@ -39,16 +40,15 @@ def _k(kind: KindLike) -> str:
 
 
 def _place(out: List[Any], chunk: Any) -> None:
-    """Puts one native batch chunk, a flat list of ``input position, task record or the id's
-    KlingError`` per position, into ``out``. An id given twice gets equal, separate Tasks. A
+    """Puts one native batch chunk, a flat list of ``input position, Task or the id's
+    KlingError`` per position, into ``out`` (an id given twice gets equal, separate Tasks). A
     chunk that is itself a KlingError (the batch broke down, which a bug alone can cause) is
     raised."""
     if isinstance(chunk, KlingError):
         raise chunk
-    task = Task._from_native
     it = iter(chunk)
     for p, r in zip(it, it):
-        out[p] = r if isinstance(r, KlingError) else task(r)
+        out[p] = r
 
 
 # At interpreter exit, wait (at most 2 s) for the native tasks of AsyncClient calls to end:
@@ -176,7 +176,7 @@ class Client(_Base):
         return str(self._native.token())
 
     def get_task(self, task_id: str, kind: KindLike = "image_generation") -> Task:
-        return Task._from_native(self._native.get_task(_k(kind), task_id))
+        return cast(Task, self._native.get_task(_k(kind), task_id))
 
     def get_image_task(self, task_id: str) -> Task:
         return self.get_task(task_id, "image_generation")
@@ -184,13 +184,13 @@ class Client(_Base):
     def get_task_by_external_id(
         self, external_task_id: str, kind: KindLike = "image_generation"
     ) -> Task:
-        return Task._from_native(self._native.get_task_by_external_id(_k(kind), external_task_id))
+        return cast(Task, self._native.get_task_by_external_id(_k(kind), external_task_id))
 
     def list_tasks(
         self, kind: KindLike = "image_generation", page: int = 1, page_size: int = 30
     ) -> List[Task]:
         data = self._native.list_tasks(_k(kind), int(page), int(page_size))
-        return [Task._from_native(d) for d in data]
+        return list(data)
 
     def iter_tasks(
         self, kind: KindLike = "image_generation", page_size: int = 500
@@ -201,7 +201,7 @@ class Client(_Base):
             for v in it:
                 if isinstance(v, KlingError):
                     raise v
-                yield Task._from_native(v)
+                yield v
         finally:
             it.close()
 
@@ -225,7 +225,7 @@ class Client(_Base):
         return out
 
     def create_task(self, kind: KindLike, body: Mapping[str, Any]) -> Task:
-        return Task._from_native(self._native.create_task(_k(kind), _json(dict(body))))
+        return cast(Task, self._native.create_task(_k(kind), _json(dict(body))))
 
     def create_image_task(
         self,
@@ -241,7 +241,7 @@ class Client(_Base):
     ) -> Task:
         body = _create_body(prompt, model_name, negative_prompt, n, aspect_ratio,
                             callback_url, external_task_id, fields)
-        return Task._from_native(self._native.create_task("image_generation", body))
+        return cast(Task, self._native.create_task("image_generation", body))
 
     def wait(
         self,
@@ -261,16 +261,14 @@ class Client(_Base):
             def cb(update: Tuple[Any, ...]) -> None:
                 on_update(TaskUpdate._from_native(update))
 
-        return Task._from_native(
-            self._native.wait(
-                _k(kind),
-                task_id,
-                float(timeout),
-                float(poll_interval),
-                float(max_poll_interval),
-                cb,
-            )
-        )
+        return cast(Task, self._native.wait(
+            _k(kind),
+            task_id,
+            float(timeout),
+            float(poll_interval),
+            float(max_poll_interval),
+            cb,
+        ))
 
     def wait_image_task(
         self,
@@ -370,7 +368,7 @@ class AsyncClient(_Base):
         return str(await self._native.token_async())
 
     async def get_task(self, task_id: str, kind: KindLike = "image_generation") -> Task:
-        return Task._from_native(await self._native.get_task_async(_k(kind), task_id))
+        return cast(Task, await self._native.get_task_async(_k(kind), task_id))
 
     async def get_image_task(self, task_id: str) -> Task:
         return await self.get_task(task_id, "image_generation")
@@ -378,15 +376,14 @@ class AsyncClient(_Base):
     async def get_task_by_external_id(
         self, external_task_id: str, kind: KindLike = "image_generation"
     ) -> Task:
-        return Task._from_native(
-            await self._native.get_task_by_external_id_async(_k(kind), external_task_id)
-        )
+        n = self._native
+        return cast(Task, await n.get_task_by_external_id_async(_k(kind), external_task_id))
 
     async def list_tasks(
         self, kind: KindLike = "image_generation", page: int = 1, page_size: int = 30
     ) -> List[Task]:
         data = await self._native.list_tasks_async(_k(kind), int(page), int(page_size))
-        return [Task._from_native(d) for d in data]
+        return list(data)
 
     async def iter_tasks(
         self, kind: KindLike = "image_generation", page_size: int = 500
@@ -399,7 +396,7 @@ class AsyncClient(_Base):
                     return
                 if isinstance(v, KlingError):
                     raise v
-                yield Task._from_native(v)
+                yield v
         finally:
             it.close()
 
@@ -425,7 +422,7 @@ class AsyncClient(_Base):
 
     async def create_task(self, kind: KindLike, body: Mapping[str, Any]) -> Task:
         data = await self._native.create_task_async(_k(kind), _json(dict(body)))
-        return Task._from_native(data)
+        return cast(Task, data)
 
     async def create_image_task(
         self,
@@ -441,7 +438,7 @@ class AsyncClient(_Base):
     ) -> Task:
         body = _create_body(prompt, model_name, negative_prompt, n, aspect_ratio,
                             callback_url, external_task_id, fields)
-        return Task._from_native(await self._native.create_task_async("image_generation", body))
+        return cast(Task, await self._native.create_task_async("image_generation", body))
 
     async def wait(
         self,
@@ -571,7 +568,7 @@ def sign_jwt(access_key: str, secret_key: str, now: Optional[int] = None, ttl: i
 def parse_callback(body: Union[bytes, str]) -> Task:
     if isinstance(body, str):
         body = body.encode("utf-8")
-    return Task._from_native(_native.parse_callback(bytes(body)))
+    return _native.parse_callback(bytes(body))
 
 
 def verify_webhook(

@@ -1,8 +1,8 @@
-"""Task, Image, Video, TaskUpdate, TaskStatus and TaskKind: immutable Python values built from
-the dicts the native module writes (straight from the core's serialisation of a task).
+"""Task, Image, Video, TaskUpdate, TaskStatus and TaskKind: immutable Python values. The
+native module builds Tasks itself (from the core's typed task, without running Python code).
 
-The value classes are small ``__slots__`` records rather than dataclasses: building one from a
-native dict costs about a microsecond, they take less memory when many tasks are watched, and
+The value classes are small ``__slots__`` records rather than dataclasses: they take less
+memory when many tasks are watched, the native module can fill a Task's slots directly, and
 ``import klingwatch`` does not pay for importing ``dataclasses`` (and ``inspect``).
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import enum
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+
+from . import _native
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -194,10 +196,10 @@ def _json_loads(text: str) -> Any:
 
 _TASK_FIELDS = ("id", "kind", "status", "status_msg", "external_task_id", "created_at",
                 "updated_at", "final_unit_deduction", "images", "videos", "raw")
-# The native layer hands a task over as a tuple of plain values (see `Task._from_native`).
-# The fields that cost to build (datetimes, Image/Video lists, the raw dict parsed from its
-# JSON text) are kept in that form in the underscored slots and built on first read, then
-# cached: a batch of 20,000 tasks is wrapped in a few milliseconds.
+# The native layer builds Tasks itself, filling these slots. The fields that cost to build
+# (datetimes, Image/Video lists, the raw dict parsed from its JSON text) are kept in native
+# form (Unix ms, flat tuples, JSON text) in the underscored slots and built on first read,
+# then cached.
 _TASK_SLOTS = ("id", "kind", "status", "status_msg", "external_task_id", "final_unit_deduction",
                "_created", "_updated", "_images", "_videos", "_raw")
 
@@ -312,34 +314,10 @@ class Task(_Record):
             "raw": self.raw,
         }
 
-    @classmethod
-    def _from_native(cls, r: Tuple[Any, ...]) -> "Task":
-        """From the native record ``(id, kind, status, status_msg, external_task_id,
-        created_at_ms, updated_at_ms, final_unit_deduction, images, videos, raw_json)``;
-        images and videos are flat tuples: ``index, url, watermark_url`` per image and
-        ``id, url, watermark_url, duration_s`` per video."""
-        id_, k, s, msg, ext, created, updated, fud, images, videos, raw = r
-        t = _new(cls)
-        # The slots' own descriptors (see `_TASK_SETTERS`): a third cheaper than
-        # `object.__setattr__`, which looks each name up on the type.
-        set_id, set_kind, set_status, set_msg, set_ext, set_fud, set_created, set_updated, \
-            set_images, set_videos, set_raw = _TASK_SETTERS
-        set_id(t, id_)
-        set_kind(t, _KINDS.get(k, k))
-        set_status(t, _STATUSES.get(s, s))
-        set_msg(t, msg)
-        set_ext(t, ext)
-        set_fud(t, fud)
-        set_created(t, created)
-        set_updated(t, updated)
-        set_images(t, images)
-        set_videos(t, videos)
-        set_raw(t, raw)
-        return t
 
-
-# The `__set__` of each of Task's slot descriptors, in `_TASK_SLOTS` order (`_from_native`).
-_TASK_SETTERS = tuple(getattr(Task, name).__set__ for name in _TASK_SLOTS)
+# The native module builds every Task it returns (slots filled in place of `__init__`, see
+# `task_py` in bindings/python): it is handed the class and the enums once, here.
+_native._register_task_class(Task, _STATUSES, _KINDS)
 
 
 class TaskUpdate(_Record):
@@ -356,6 +334,6 @@ class TaskUpdate(_Record):
 
     @classmethod
     def _from_native(cls, r: Tuple[Any, ...]) -> "TaskUpdate":
-        """From the native ``(task record, previous status or None)``."""
+        """From the native ``(Task, previous status or None)``."""
         task, prev = r
-        return cls(Task._from_native(task), None if prev is None else _status(prev))
+        return cls(task, None if prev is None else _status(prev))
