@@ -144,6 +144,30 @@ def test_the_native_module_takes_only_a_class_with_the_task_slots():
     assert type(_task()) is Task
 
 
+def test_a_native_task_joins_the_cyclic_gc_once_it_holds_a_container():
+    import gc
+    import weakref
+
+    t = _task()
+    # Only atoms and tuples of atoms until `raw` or `images` is read: nothing to collect.
+    assert not gc.is_tracked(t)
+    assert t.created_at is not None and not gc.is_tracked(t)
+    t.raw["myself"] = t  # the caller's own cycle, through the raw dict
+
+    class Marker:
+        pass
+
+    m = Marker()
+    t.raw["marker"] = m
+    assert gc.is_tracked(t)
+    gone = weakref.ref(m)
+    del t, m
+    gc.collect()
+    assert gone() is None, "a cycle through a task's raw dict is collected"
+    u = _task()
+    assert u.images and gc.is_tracked(u)
+
+
 def test_import_stays_lean():
     code = ("import sys; import klingwatch; "
             "print(','.join(m for m in ('dataclasses', 'inspect', 'json', 'pathlib', 'datetime', "

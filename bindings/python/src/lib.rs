@@ -390,6 +390,21 @@ fn _register_task_class(
     Ok(())
 }
 
+/// Hands `obj` (back) to the cyclic GC unless it is tracked already: `Task` calls it as it
+/// caches a container it built on first read (see [`task_py`]).
+#[pyfunction]
+fn _gc_track(obj: &Bound<'_, PyAny>) {
+    // SAFETY: a live object, the GIL held; only a GC type's object is tracked, once.
+    unsafe {
+        let p = obj.as_ptr();
+        if pyo3::ffi::PyType_IS_GC(pyo3::ffi::Py_TYPE(p)) != 0
+            && pyo3::ffi::PyObject_GC_IsTracked(p) == 0
+        {
+            pyo3::ffi::PyObject_GC_Track(p.cast());
+        }
+    }
+}
+
 /// The enum member of a wire value, or the value as a str when it is not one.
 fn member<'py>(py: Python<'py>, of: &[(String, Py<PyAny>)], v: &str) -> Bound<'py, PyAny> {
     match of.iter().find(|(k, _)| k == v) {
@@ -435,6 +450,13 @@ fn task_py<'py>(py: Python<'py>, tc: &TaskClass, task: &Task) -> PyResult<Bound<
         task.raw.as_str().into_pyobject(py)?.into_any(),
     ];
     let obj = tc.new.bind(py).call1((tc.cls.bind(py),))?;
+    // Out of the cyclic GC's lists, as CPython does with a tuple of atoms: every slot holds a
+    // str, int, None, enum member or tuple of those, so no cycle can run through the task.
+    // Its containers are built on first read (the `raw` dict, the `images` list), and
+    // `Task` hands the task back to the GC (`_gc_track`) as it caches one. A batch's tasks
+    // all outlive it, so the collections during a batch no longer traverse them.
+    // SAFETY: a live object of a GC type, just made, the GIL held.
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
     for (name, value) in tc.slots.iter().zip(values.iter()) {
         // The generic setter, as `object.__setattr__` is: `Task.__setattr__` refuses every
         // assignment (a Task is immutable once built).
@@ -1106,5 +1128,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(_quiesce, m)?)?;
     m.add_function(wrap_pyfunction!(_register_task_class, m)?)?;
+    m.add_function(wrap_pyfunction!(_gc_track, m)?)?;
     Ok(())
 }

@@ -23,6 +23,7 @@ __all__ = [
     "_panic_for_tests",
     "_quiesce",
     "_register_task_class",
+    "_gc_track",
 ]
 
 # A Task, an update (Task, previous status), the error of a failure, or a batch chunk: a
@@ -105,6 +106,7 @@ class StreamIter:
     def close(self) -> None: ...
 
 def _quiesce(timeout: float) -> bool: ...
+def _gc_track(obj: object) -> None: ...
 def _register_task_class(
     cls: type, statuses: Dict[str, Any], kinds: Dict[str, Any]
 ) -> None: ...

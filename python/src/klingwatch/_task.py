@@ -168,11 +168,15 @@ class Video(_Record):
 
 def _lazy(obj: Any, slot: str, pending: type, build: Any) -> Any:
     """The value in ``slot``; while it is still of the native ``pending`` type, builds it
-    with ``build`` and caches the result in the slot."""
+    with ``build`` and caches the result in the slot. A native Task is outside the cyclic
+    GC until it holds a container (which its caller may make point back at it): caching one
+    hands the task to the GC."""
     v = getattr(obj, slot)
     if type(v) is pending:
         v = build(v)
         _set(obj, slot, v)
+        if type(v) is list or type(v) is dict:
+            _native._gc_track(obj)
     return v
 
 
