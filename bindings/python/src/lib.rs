@@ -322,7 +322,8 @@ struct TaskClass {
     kinds: Vec<(String, Py<PyAny>)>,
 }
 
-/// The slots of `klingwatch.Task` a native task fills, in `task_py`'s order.
+/// The slots of `klingwatch.Task`, in `task_py`'s order: the one list of them (the module
+/// exports it as `TASK_SLOTS`, which `Task` takes as its `__slots__`).
 const TASK_SLOTS: [&str; 11] = [
     "id",
     "kind",
@@ -357,8 +358,8 @@ fn members(d: &Bound<'_, pyo3::types::PyDict>) -> PyResult<Vec<(String, Py<PyAny
         .collect()
 }
 
-/// Called once by `klingwatch._task`: the `Task` class (whose slots must include
-/// [`TASK_SLOTS`]) and its `{wire value: member}` maps of `TaskStatus` and `TaskKind`.
+/// Called once by `klingwatch._task`: the `Task` class (whose slots must be [`TASK_SLOTS`])
+/// and its `{wire value: member}` maps of `TaskStatus` and `TaskKind`.
 #[pyfunction]
 fn _register_task_class(
     py: Python<'_>,
@@ -1129,5 +1130,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_quiesce, m)?)?;
     m.add_function(wrap_pyfunction!(_register_task_class, m)?)?;
     m.add_function(wrap_pyfunction!(_gc_track, m)?)?;
+    m.add("TASK_SLOTS", PyTuple::new(m.py(), TASK_SLOTS)?)?;
     Ok(())
 }

@@ -190,7 +190,7 @@ class Client(_Base):
         self, kind: KindLike = "image_generation", page: int = 1, page_size: int = 30
     ) -> List[Task]:
         data = self._native.list_tasks(_k(kind), int(page), int(page_size))
-        return list(data)
+        return cast(List[Task], data)
 
     def iter_tasks(
         self, kind: KindLike = "image_generation", page_size: int = 500
@@ -383,7 +383,7 @@ class AsyncClient(_Base):
         self, kind: KindLike = "image_generation", page: int = 1, page_size: int = 30
     ) -> List[Task]:
         data = await self._native.list_tasks_async(_k(kind), int(page), int(page_size))
-        return list(data)
+        return cast(List[Task], data)
 
     async def iter_tasks(
         self, kind: KindLike = "image_generation", page_size: int = 500

@@ -24,6 +24,7 @@ __all__ = [
     "_quiesce",
     "_register_task_class",
     "_gc_track",
+    "TASK_SLOTS",
 ]
 
 # A Task, an update (Task, previous status), the error of a failure, or a batch chunk: a
@@ -106,6 +107,8 @@ class StreamIter:
     def close(self) -> None: ...
 
 def _quiesce(timeout: float) -> bool: ...
+TASK_SLOTS: Tuple[str, ...]
+
 def _gc_track(obj: object) -> None: ...
 def _register_task_class(
     cls: type, statuses: Dict[str, Any], kinds: Dict[str, Any]

@@ -72,7 +72,6 @@ def _dt(ms: Optional[int]) -> Optional["datetime"]:
     return _from_timestamp(ms / 1000.0, _UTC)  # type: ignore[no-any-return]
 
 
-_new = object.__new__
 _set = object.__setattr__
 
 
@@ -200,12 +199,11 @@ def _json_loads(text: str) -> Any:
 
 _TASK_FIELDS = ("id", "kind", "status", "status_msg", "external_task_id", "created_at",
                 "updated_at", "final_unit_deduction", "images", "videos", "raw")
-# The native layer builds Tasks itself, filling these slots. The fields that cost to build
-# (datetimes, Image/Video lists, the raw dict parsed from its JSON text) are kept in native
-# form (Unix ms, flat tuples, JSON text) in the underscored slots and built on first read,
-# then cached.
-_TASK_SLOTS = ("id", "kind", "status", "status_msg", "external_task_id", "final_unit_deduction",
-               "_created", "_updated", "_images", "_videos", "_raw")
+# The slots the native layer fills as it builds a Task (its one list of them). The fields
+# that cost to build (datetimes, Image/Video lists, the raw dict parsed from its JSON text)
+# are kept in native form (Unix ms, flat tuples, JSON text) in the underscored slots and
+# built on first read, then cached.
+_TASK_SLOTS = _native.TASK_SLOTS
 
 
 class Task(_Record):
