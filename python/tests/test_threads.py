@@ -29,14 +29,16 @@ def test_threads_run_in_parallel(mock_url: str) -> None:
 
 
 def test_64_threads_across_a_token_expiry_sign_one_token(mock_url: str) -> None:
-    # A 3 s lifetime re-signed 2 s before expiry: the token is due for renewal 1 s after
-    # signing, so the test crosses an expiry without waiting half an hour.
-    client = Client(access_key=AK, secret_key=SK, base_url=mock_url, timeout=10.0, token_ttl=3,
-                    token_refresh_margin=2)
+    # A 6 s lifetime re-signed 3 s before expiry: the token is due for renewal 3 s after
+    # signing, so the test crosses an expiry without waiting half an hour. Tokens carry whole
+    # seconds, so the new one stays fresh for at least 2 s, far longer than the calls take
+    # (with a 1 s window, calls that straddled a second boundary signed a third token).
+    client = Client(access_key=AK, secret_key=SK, base_url=mock_url, timeout=10.0, token_ttl=6,
+                    token_refresh_margin=3)
     tid = seed(mock_url, "succeed")
     assert isinstance(client.get_image_task(tid), Task)
     assert client.token_signatures == 1
-    time.sleep(2.2)
+    time.sleep(3.1)
     barrier = threading.Barrier(64)
 
     def one(_: int) -> str:

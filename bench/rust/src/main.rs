@@ -46,8 +46,20 @@ fn get_many(url: &str, ids_file: &str, conc: &str, ca: Option<&String>) {
     // (default: one current-thread runtime, `#[tokio::main(flavor = "current_thread")]`,
     // what the CLI uses), `block-on` (multi-thread runtime, the batch future on the calling
     // thread, as plain `#[tokio::main]`), `spawn` (the batch future spawned onto a worker,
-    // as the bindings do).
+    // as the bindings did until 2026-12-05), `started` (the batch spawned onto
+    // `klingwatch::start_runtime`'s runtime from another thread, as the bindings do).
     let mode = std::env::var("KW_BENCH_RUNTIME").unwrap_or_else(|_| "current".into());
+    if mode == "started" {
+        let rt = klingwatch::start_runtime("klingwatch-bench").expect("runtime");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t0 = Instant::now();
+        rt.spawn(async move {
+            let results = client.get_many(TaskKind::ImageGeneration, &ids, conc).await;
+            let _ = tx.send((results, t0.elapsed().as_secs_f64()));
+        });
+        let (results, secs) = rx.recv().expect("batch task");
+        return report(&results, secs);
+    }
     let rt = if mode == "current" {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -74,17 +86,21 @@ fn get_many(url: &str, ids_file: &str, conc: &str, ca: Option<&String>) {
         rt.block_on(client.get_many(TaskKind::ImageGeneration, &ids, conc))
     };
     let secs = t0.elapsed().as_secs_f64();
+    report(&results, secs);
+}
+
+fn report(results: &[klingwatch::Result<klingwatch::Task>], secs: f64) {
     let ok = results.iter().filter(|r| r.is_ok()).count();
     if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
         eprintln!("first error: {e}");
     }
     println!(
         "{{\"n\":{},\"ok\":{},\"errors\":{},\"seconds\":{:.4},\"rps\":{:.1}}}",
-        ids.len(),
+        results.len(),
         ok,
-        ids.len() - ok,
+        results.len() - ok,
         secs,
-        ids.len() as f64 / secs
+        results.len() as f64 / secs
     );
 }
 

@@ -22,29 +22,68 @@ use klingwatch::{
     BatchItem, Error, ErrorKind, Image, Task, TaskKind, TaskStatus, TaskUpdate, Video, WaitOptions,
     WatchOptions,
 };
-use napi::bindgen_prelude::{within_runtime_if_available, Buffer, Either};
+use napi::bindgen_prelude::{Buffer, Either};
 use napi_derive::napi;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-/// Gives napi the addon's tokio runtime before any call uses it: `klingwatch::runtime_threads()`
-/// workers (the core's rule for every binding: one, unless `KLINGWATCH_RUNTIME_THREADS` says
-/// otherwise). Every async entry point runs as a task on it, beside the HTTP/2 connection
-/// task. Should the runtime fail to start, napi makes its default one on first use.
+/// Gives napi a one-worker tokio runtime before any call uses it (its default is a worker per
+/// core). It only carries promises: the core's work runs on [`core_rt`]. Should the runtime
+/// fail to start, napi makes its default one on first use.
 #[napi_derive::module_init]
 fn init_runtime() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(klingwatch::runtime_threads())
+            .worker_threads(1)
             .enable_all()
-            .thread_name("klingwatch-node")
+            .thread_name("klingwatch-napi")
             .build();
         if let Ok(rt) = rt {
             napi::bindgen_prelude::create_custom_tokio_runtime(rt);
         }
     });
+}
+
+/// The runtime the core's work runs on, one per process (`klingwatch::start_runtime`: the
+/// core's rule for every binding): HTTP connections, calls, batches and pollers, so that a
+/// batch runs beside its connections. napi's runtime only waits for it (one hand-off per call,
+/// or per `getMany` chunk).
+fn core_rt() -> klingwatch::Result<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<std::result::Result<&'static tokio::runtime::Runtime, String>> =
+        OnceLock::new();
+    match RT.get_or_init(|| klingwatch::start_runtime("klingwatch-node").map_err(|e| e.to_string()))
+    {
+        Ok(rt) => Ok(rt),
+        Err(e) => Err(Error::config(format!(
+            "could not start the tokio runtime: {e}"
+        ))),
+    }
+}
+
+/// Runs `f` inside [`core_rt`]'s context (the core spawns pollers and connections there).
+fn within_core<T>(f: impl FnOnce() -> T) -> napi::Result<T> {
+    let _entered = core_rt().map_err(to_js)?.enter();
+    Ok(f())
+}
+
+/// Runs `fut` as a task on [`core_rt`] and waits for it: a panic in it becomes the core's
+/// `from_panic` error, and dropping the returned future aborts the task.
+async fn on_core<T: Send + 'static>(
+    fut: impl Future<Output = klingwatch::Result<T>> + Send + 'static,
+) -> klingwatch::Result<T> {
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(core_rt()?.spawn(fut));
+    match (&mut task.0).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::from_panic()),
+    }
 }
 
 /// The prefix of every native error message carrying a JSON payload.
@@ -395,21 +434,25 @@ fn token_of(id: Option<u32>) -> Option<CancellationToken> {
     }))
 }
 
-/// Runs `fut` unless the token is cancelled first (dropping `fut` cancels the Rust work).
-async fn cancellable<T>(
+/// Runs `fut` on [`core_rt`] unless the token is cancelled first (dropping `fut` cancels the
+/// Rust work).
+async fn cancellable<T: Send + 'static>(
     token: Option<CancellationToken>,
-    fut: impl Future<Output = klingwatch::Result<T>>,
+    fut: impl Future<Output = klingwatch::Result<T>> + Send + 'static,
 ) -> klingwatch::Result<T> {
-    match token {
-        None => fut.await,
-        Some(t) => {
-            tokio::select! {
-                biased;
-                _ = t.cancelled() => Err(cancelled_error()),
-                r = fut => r,
+    on_core(async move {
+        match token {
+            None => fut.await,
+            Some(t) => {
+                tokio::select! {
+                    biased;
+                    _ = t.cancelled() => Err(cancelled_error()),
+                    r = fut => r,
+                }
             }
         }
-    }
+    })
+    .await
 }
 
 // ---- client ---------------------------------------------------------------------------------
@@ -489,7 +532,7 @@ impl NativeClient {
                 b = b.token_refresh_margin(Duration::from_secs(m));
             }
             // Building the reqwest client may need the runtime context (resolver, timers).
-            let inner = within_runtime_if_available(move || b.build()).map_err(to_js)?;
+            let inner = within_core(move || b.build())?.map_err(to_js)?;
             Ok(NativeClient { inner })
         })
     }
@@ -569,9 +612,8 @@ impl NativeClient {
             options.cancel = token.clone();
             let c = self.inner.clone();
             // The core spawns its poller on the runtime: enter it.
-            let stream =
-                within_runtime_if_available(move || c.wait_updates(kind, &task_id, options))
-                    .map(|r| r.and_then(|u| update_json(&u)).map(Either::A));
+            let stream = within_core(move || c.wait_updates(kind, &task_id, options))?
+                .map(|r| r.and_then(|u| update_json(&u)).map(Either::A));
             Ok(NativeStream::new(Box::pin(stream), token))
         })
     }
@@ -606,7 +648,7 @@ impl NativeClient {
             let token = token_of(cancel);
             options.cancel = token.clone();
             let c = self.inner.clone();
-            let stream = within_runtime_if_available(move || c.watch(kind, task_ids, options))
+            let stream = within_core(move || c.watch(kind, task_ids, options))?
                 .map(|r| r.and_then(|u| update_json(&u)).map(Either::A));
             Ok(NativeStream::new(Box::pin(stream), token))
         })
@@ -807,31 +849,36 @@ impl NativeStream {
     /// The next item, or null once the stream ended (or was closed).
     #[napi]
     pub async fn next(&self) -> napi::Result<Option<Either<String, NativeChunk>>> {
+        let stream = self.stream.clone();
+        let closed = self.closed.clone();
+        let cancel = self.cancel.clone().unwrap_or_default();
+        // Polled on the core's runtime, where the stream's work (a batch, a poller) runs.
         guard_async(async move {
-            let stream = self.stream.clone();
-            let closed = self.closed.clone();
-            let cancel = self.cancel.clone().unwrap_or_default();
-            let mut slot = stream.lock().await;
-            let Some(s) = slot.as_mut() else {
-                return Ok(None);
-            };
-            let item = tokio::select! {
-                biased;
-                _ = closed.cancelled() => None,
-                _ = cancel.cancelled() => Some(Err(cancelled_error())),
-                item = s.next() => item,
-            };
-            match item {
-                Some(Ok(item)) => Ok(Some(item)),
-                Some(Err(e)) => {
-                    *slot = None;
-                    Err(to_js(e))
+            on_core(async move {
+                let mut slot = stream.lock().await;
+                let Some(s) = slot.as_mut() else {
+                    return Ok(None);
+                };
+                let item = tokio::select! {
+                    biased;
+                    _ = closed.cancelled() => None,
+                    _ = cancel.cancelled() => Some(Err(cancelled_error())),
+                    item = s.next() => item,
+                };
+                match item {
+                    Some(Ok(item)) => Ok(Some(item)),
+                    Some(Err(e)) => {
+                        *slot = None;
+                        Err(e)
+                    }
+                    None => {
+                        *slot = None;
+                        Ok(None)
+                    }
                 }
-                None => {
-                    *slot = None;
-                    Ok(None)
-                }
-            }
+            })
+            .await
+            .map_err(to_js)
         })
         .await
     }

@@ -30,17 +30,11 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
             return Ok(rt);
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(klingwatch::runtime_threads())
-        .enable_all()
-        .thread_name("klingwatch-py")
-        .build()
-        .map_err(|e| {
-            to_py(Error::config(format!(
-                "could not start the tokio runtime: {e}"
-            )))
-        })?;
-    let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
+    let rt = klingwatch::start_runtime("klingwatch-py").map_err(|e| {
+        to_py(Error::config(format!(
+            "could not start the tokio runtime: {e}"
+        )))
+    })?;
     *slot = Some((pid, rt));
     Ok(rt)
 }

@@ -60,6 +60,35 @@ pub fn runtime_threads() -> usize {
     parse_runtime_threads(std::env::var(RUNTIME_THREADS_ENV).ok().as_deref())
 }
 
+/// Starts the tokio runtime a binding (Python, Node) runs the core's work on, for the rest of
+/// the process (it is never dropped), with [`runtime_threads`] threads named `thread_name`.
+///
+/// With one thread (the default) it is a current-thread runtime driven by a thread of its
+/// own: any thread may spawn onto it, or `block_on` it (that future is polled on the calling
+/// thread, its I/O and timers on the runtime's thread). Over plain HTTP/1.1 (a connection task
+/// per connection) this answered a batch with ~30 % less CPU per query than a one-worker
+/// multi-thread runtime, whose scheduler added that much work per wake-up; over HTTP/2 the two
+/// were level (docs/benchmarks.md, 2026-12-05). With more threads it is a multi-thread runtime
+/// with that many workers.
+pub fn start_runtime(thread_name: &str) -> std::io::Result<&'static tokio::runtime::Runtime> {
+    let threads = runtime_threads();
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let rt = builder.enable_all().thread_name(thread_name).build()?;
+    let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
+    if threads == 1 {
+        std::thread::Builder::new()
+            .name(thread_name.to_owned())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    }
+    Ok(rt)
+}
+
 fn parse_runtime_threads(v: Option<&str>) -> usize {
     v.and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|n| *n > 0)
@@ -68,6 +97,34 @@ fn parse_runtime_threads(v: Option<&str>) -> usize {
 
 #[cfg(test)]
 mod runtime_threads_tests {
+    /// The started runtime runs work spawned from any thread, and `block_on` from another
+    /// thread completes I/O and timers (driven by the runtime's own thread).
+    #[test]
+    fn started_runtime_runs_spawned_work_and_block_on_from_other_threads() {
+        let rt = super::start_runtime("klingwatch-test").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        rt.spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            tx.send(std::thread::current().name().map(str::to_owned)).unwrap();
+        });
+        let name = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("spawned work ran");
+        assert_eq!(name.as_deref(), Some("klingwatch-test"));
+        let joined = std::thread::spawn(move || {
+            rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let (a, b) = tokio::join!(listener.accept(), tokio::net::TcpStream::connect(addr));
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                a.is_ok() && b.is_ok()
+            })
+        })
+        .join()
+        .unwrap();
+        assert!(joined);
+    }
+
     #[test]
     fn defaults_to_one_and_reads_positive_numbers() {
         use super::parse_runtime_threads as p;
