@@ -47,10 +47,10 @@ pub fn install_crypto_provider() {
 /// The environment variable that sets [`runtime_threads`].
 pub const RUNTIME_THREADS_ENV: &str = "KLINGWATCH_RUNTIME_THREADS";
 
-/// How many worker threads the tokio runtime of a binding (Python, Node) or the CLI gets:
-/// `KLINGWATCH_RUNTIME_THREADS` when it is a positive number, else 1.
+/// How many threads the tokio runtime of a binding (Python, Node; see [`start_runtime`]) or the
+/// CLI gets: `KLINGWATCH_RUNTIME_THREADS` when it is a positive number, else 1.
 ///
-/// One worker is the default because the work is I/O: an HTTP/2 connection multiplexes every
+/// One thread is the default because the work is I/O: an HTTP/2 connection multiplexes every
 /// request on one connection task, and a call's future runs best beside it. Measured with 20,000
 /// status queries at concurrency 64 over TLS on 2 cores, one worker with the batch spawned on it
 /// used ~30 % less CPU and answered ~20 % faster than a worker per core with the batch polled
@@ -67,9 +67,9 @@ pub fn runtime_threads() -> usize {
 /// own: any thread may spawn onto it, or `block_on` it (that future is polled on the calling
 /// thread, its I/O and timers on the runtime's thread). Over plain HTTP/1.1 (a connection task
 /// per connection) this answered a batch with ~30 % less CPU per query than a one-worker
-/// multi-thread runtime, whose scheduler added that much work per wake-up; over HTTP/2 the two
-/// were level (docs/benchmarks.md, 2026-12-05). With more threads it is a multi-thread runtime
-/// with that many workers.
+/// multi-thread runtime making the same syscalls (where in tokio's scheduler the difference
+/// goes was not found); over HTTP/2 the two were level (docs/benchmarks.md, 2026-12-05). With
+/// more threads it is a multi-thread runtime with that many workers.
 pub fn start_runtime(thread_name: &str) -> std::io::Result<&'static tokio::runtime::Runtime> {
     let threads = runtime_threads();
     let mut builder = if threads == 1 {
@@ -105,7 +105,8 @@ mod runtime_threads_tests {
         let (tx, rx) = std::sync::mpsc::channel();
         rt.spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            tx.send(std::thread::current().name().map(str::to_owned)).unwrap();
+            tx.send(std::thread::current().name().map(str::to_owned))
+                .unwrap();
         });
         let name = rx
             .recv_timeout(std::time::Duration::from_secs(10))
