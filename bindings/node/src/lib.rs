@@ -51,15 +51,9 @@ fn init_runtime() {
 /// batch runs beside its connections. napi's runtime only waits for it (one hand-off per call,
 /// or per `getMany` chunk).
 fn core_rt() -> klingwatch::Result<&'static tokio::runtime::Runtime> {
-    static RT: OnceLock<std::result::Result<&'static tokio::runtime::Runtime, String>> =
-        OnceLock::new();
-    match RT.get_or_init(|| klingwatch::start_runtime("klingwatch-node").map_err(|e| e.to_string()))
-    {
-        Ok(rt) => Ok(rt),
-        Err(e) => Err(Error::config(format!(
-            "could not start the tokio runtime: {e}"
-        ))),
-    }
+    static RT: OnceLock<klingwatch::Result<&'static tokio::runtime::Runtime>> = OnceLock::new();
+    RT.get_or_init(|| klingwatch::start_runtime("klingwatch-node"))
+        .clone()
 }
 
 /// Runs `f` inside [`core_rt`]'s context (the core spawns pollers and connections there).
@@ -73,14 +67,8 @@ fn within_core<T>(f: impl FnOnce() -> T) -> napi::Result<T> {
 async fn on_core<T: Send + 'static>(
     fut: impl Future<Output = klingwatch::Result<T>> + Send + 'static,
 ) -> klingwatch::Result<T> {
-    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-    impl<T> Drop for AbortOnDrop<T> {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let mut task = AbortOnDrop(core_rt()?.spawn(fut));
-    match (&mut task.0).await {
+    let task = tokio_util::task::AbortOnDropHandle::new(core_rt()?.spawn(fut));
+    match task.await {
         Ok(r) => r,
         Err(_) => Err(Error::from_panic()),
     }

@@ -30,11 +30,7 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
             return Ok(rt);
         }
     }
-    let rt = klingwatch::start_runtime("klingwatch-py").map_err(|e| {
-        to_py(Error::config(format!(
-            "could not start the tokio runtime: {e}"
-        )))
-    })?;
+    let rt = klingwatch::start_runtime("klingwatch-py").map_err(to_py)?;
     *slot = Some((pid, rt));
     Ok(rt)
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::stream::{Stream, StreamExt};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -132,7 +132,7 @@ impl Client {
                             }
                         }
                     });
-                    (rx, AbortOnDrop(work))
+                    (rx, AbortOnDropHandle::new(work))
                 }
                 (None, Some(running)) => running,
                 (None, None) => return None,
@@ -150,7 +150,7 @@ impl Client {
                     Some((Ok(chunk), (None, Some((rx, work)))))
                 }
                 // The batch is over; had its task panicked, some ids would be unanswered.
-                None => match (&mut work.0).await {
+                None => match (&mut work).await {
                     Ok(()) => None,
                     Err(_) => Some((Err(Error::from_panic()), (None, None))),
                 },
@@ -167,17 +167,8 @@ const MAX_CHUNK: usize = 4096;
 
 type ChunkState<B> = (
     Option<B>,
-    Option<(UnboundedReceiver<BatchItem>, AbortOnDrop)>,
+    Option<(UnboundedReceiver<BatchItem>, AbortOnDropHandle<()>)>,
 );
-
-/// Aborts the spawned batch when the chunk stream is dropped.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 /// One answer of [`Client::get_many_stream`].
 #[derive(Debug)]

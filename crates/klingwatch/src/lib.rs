@@ -70,7 +70,10 @@ pub fn runtime_threads() -> usize {
 /// multi-thread runtime making the same syscalls (where in tokio's scheduler the difference
 /// goes was not found); over HTTP/2 the two were level (docs/benchmarks.md, 2026-12-05). With
 /// more threads it is a multi-thread runtime with that many workers.
-pub fn start_runtime(thread_name: &str) -> std::io::Result<&'static tokio::runtime::Runtime> {
+/// A failure to start it is a `config` error.
+pub fn start_runtime(thread_name: &str) -> Result<&'static tokio::runtime::Runtime> {
+    let failed =
+        |e: std::io::Error| Error::config(format!("could not start the tokio runtime: {e}"));
     let threads = runtime_threads();
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -79,12 +82,17 @@ pub fn start_runtime(thread_name: &str) -> std::io::Result<&'static tokio::runti
         b.worker_threads(threads);
         b
     };
-    let rt = builder.enable_all().thread_name(thread_name).build()?;
+    let rt = builder
+        .enable_all()
+        .thread_name(thread_name)
+        .build()
+        .map_err(failed)?;
     let rt: &'static tokio::runtime::Runtime = Box::leak(Box::new(rt));
     if threads == 1 {
         std::thread::Builder::new()
             .name(thread_name.to_owned())
-            .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .map_err(failed)?;
     }
     Ok(rt)
 }
