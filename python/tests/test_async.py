@@ -209,9 +209,12 @@ def test_breaking_out_of_async_watch_stops_polling(aclient: AsyncClient, mock_ur
     pin(mock_url, tid, "succeed")
 
 
-def test_exit_waits_for_native_tasks_still_in_flight(mock_url: str) -> None:
-    # An AsyncClient task resolves its asyncio future with the GIL held: were the interpreter
-    # finalizing by then, the process would abort. At exit, klingwatch waits for such tasks.
+@pytest.mark.parametrize("add_reader", [True, False], ids=["selector", "no_reader"])
+def test_exit_waits_for_native_tasks_still_in_flight(mock_url: str, add_reader: bool) -> None:
+    # On a loop without add_reader (the proactor loop), an AsyncClient task resolves its
+    # asyncio future with the GIL held: were the interpreter finalizing by then, the process
+    # would abort. At exit, klingwatch waits for such tasks, and for the bridged ones of other
+    # loops, so that a call in flight ends.
     import subprocess
     import sys
 
@@ -223,7 +226,10 @@ from klingwatch import AsyncClient
 c = AsyncClient(access_key={AK!r}, secret_key={SK!r}, base_url={mock_url!r})
 async def start():
     return c._native.get_task_async("image_generation", {tid!r})  # left in flight
-loop = asyncio.new_event_loop()
+class NoReaderLoop(asyncio.SelectorEventLoop):
+    def add_reader(self, *args):
+        raise NotImplementedError
+loop = asyncio.new_event_loop() if {add_reader!r} else NoReaderLoop()
 loop.run_until_complete(start())
 """
     start = time.monotonic()

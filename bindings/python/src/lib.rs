@@ -18,6 +18,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use serde_json::Value;
 
+#[cfg(unix)]
+mod aio;
+
 /// The tokio runtime every client of this process shares, one per process: after
 /// `os.fork()` the parent's worker threads do not exist in the child, so the child gets a
 /// fresh runtime (the parent's is left untouched, never dropped).
@@ -82,19 +85,21 @@ impl pyo3_async_runtimes::generic::Runtime for KwRuntime {
     }
 }
 
-/// The `AsyncClient` tasks alive on this process's runtime (spawned, or blocking ones). Such a
-/// task takes the GIL when it ends (to resolve its asyncio future): were it to do so while the
-/// interpreter finalizes, the thread would be torn down inside Rust and the process abort.
-/// `_quiesce`, run at exit, waits for them. Counted per process: a child of `os.fork()` has
-/// none of its parent's tasks.
-struct InFlight;
+/// The `AsyncClient` tasks alive on this process's runtime (spawned, or blocking ones). A task
+/// of pyo3-async-runtimes' path takes the GIL when it ends (to resolve its asyncio future):
+/// were it to do so while the interpreter finalizes, the thread would be torn down inside Rust
+/// and the process abort. `_quiesce`, run at exit, waits for them; the bridged calls of
+/// [`aio`] never take the GIL, but are counted too, so that an exit lets calls still in flight
+/// end (at most 2 s) on either path. Counted per process: a child of `os.fork()` has none of
+/// its parent's tasks.
+pub(crate) struct InFlight;
 
 /// `(process id, tasks)`, and the condition `_quiesce` waits on.
 static IN_FLIGHT: (Mutex<(u32, usize)>, std::sync::Condvar) =
     (Mutex::new((0, 0)), std::sync::Condvar::new());
 
 impl InFlight {
-    fn enter() -> InFlight {
+    pub(crate) fn enter() -> InFlight {
         let pid = std::process::id();
         let mut g = IN_FLIGHT.0.lock().unwrap_or_else(|p| p.into_inner());
         if g.0 != pid {
@@ -154,15 +159,23 @@ impl pyo3_async_runtimes::generic::ContextExt for KwRuntime {
     }
 }
 
-/// Runs a core future as a Python awaitable on our runtime. Cancelling the asyncio task
-/// drops the Rust future, which stops its requests and polling. A panic becomes a
-/// `KlingError`, never a `PanicException`.
+/// Runs a core future as a Python awaitable on our runtime, resolved on the event loop's
+/// thread through its [`aio`] bridge (or, on a loop that cannot watch a socket, by
+/// pyo3-async-runtimes). Cancelling the asyncio task drops the Rust future, which stops its
+/// requests and polling. A panic becomes a `KlingError`, never a `PanicException`.
 fn awaitable<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: std::future::Future<Output = klingwatch::Result<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    runtime()?;
+    let rt = runtime()?;
+    #[cfg(unix)]
+    let fut = match aio::bridged(py, rt, fut)? {
+        Ok(awaitable) => return Ok(awaitable),
+        Err(fut) => fut,
+    };
+    #[cfg(not(unix))]
+    let _ = rt;
     pyo3_async_runtimes::generic::future_into_py::<KwRuntime, _, T>(py, async move {
         match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)).await {
             Ok(r) => r.map_err(to_py),
@@ -267,7 +280,7 @@ fn run_on<T: Send + 'static>(
 }
 
 /// Converts a core error into the matching `klingwatch.errors` exception.
-fn to_py(err: Error) -> PyErr {
+pub(crate) fn to_py(err: Error) -> PyErr {
     Python::attach(|py| match build_py_err(py, &err) {
         Ok(e) => e,
         Err(e) => e,

@@ -52,8 +52,10 @@ def _place(out: List[Any], chunk: Any) -> None:
 
 
 # At interpreter exit, wait (at most 2 s) for the native tasks of AsyncClient calls to end:
-# such a task takes the GIL as it ends, to resolve its asyncio future, and doing so while the
-# interpreter finalizes would abort the process. Returns at once when none is in flight.
+# on a loop without `add_reader` (Windows' proactor loop) such a task takes the GIL as it
+# ends, to resolve its asyncio future, and doing so while the interpreter finalizes would
+# abort the process; on other loops it lets calls still in flight end. Returns at once when
+# none is in flight.
 atexit.register(_native._quiesce, 2.0)
 
 
