@@ -94,7 +94,7 @@ def section(a, rows, extra):
     out += [
         f"Run: {a.date}. Machine: {a.machine}.",
         f"Command: `{a.command}` ({a.n:,} seeded ids, concurrency {a.concurrency}; {few}, both "
-        f"too slow for all of them; wrk runs {a.wrk_duration} over the same ids in turn).",
+        f"too slow for all of them; wrk runs {a.wrk_duration} a pass over the same ids in turn).",
         "",
         "Every client runs in its own process, one after the other, against the same ids on the same "
         "target; the emulator and nginx run on the same 2 cores, each server with one worker thread "
@@ -107,7 +107,8 @@ def section(a, rows, extra):
         + (f" Each target had {a.reps} passes over the clients, so that a slow moment of the host "
            "fell on every client alike: each client ran once per pass (requests.Session and httpx, "
            "the slowest, in the first pass only), and its row is its median run by req/s, with the "
-           "range of its runs beside it." if a.reps > 1 else ""),
+           "range of its runs beside it. wrk ran in every pass too: `× wrk` divides by its median "
+           "run." if a.reps > 1 else ""),
         "",
     ]
     by_target = {}

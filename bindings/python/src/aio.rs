@@ -10,6 +10,10 @@
 //!
 //! A loop that cannot watch a socket (`add_reader` is missing on Windows' proactor loop) gets
 //! pyo3-async-runtimes' path, [`crate::awaitable`]'s fallback.
+//!
+//! Measured (docs/benchmarks.md, 2026-12-06, by hand over TLS): one `get_task` per id under
+//! `asyncio.gather`, 20,000 ids at concurrency 64, went from 10.8–11.3k to 29.3–30.1k
+//! queries/s, and from 122–127 to 36–37 µs of CPU per query.
 
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
