@@ -45,3 +45,14 @@ def settle(url: str, task_id: str, quiet: float = 0.4, limit: float = 5.0) -> in
             return n
         n = m
     return n
+
+
+def statuses_until(url: str, task_id: str, status: int, limit: float = 2.0) -> List[int]:
+    """The HTTP statuses the emulator logged for `task_id`, polled until `status` is among
+    them or `limit` seconds passed."""
+    deadline = time.monotonic() + limit
+    while True:
+        statuses = [r["status"] for r in requests_for(url, task_id)]
+        if status in statuses or time.monotonic() >= deadline:
+            return statuses
+        time.sleep(0.05)

@@ -12,7 +12,7 @@ import pytest
 from klingwatch import AsyncClient, Client, KlingError, Task, TaskStatus, TaskUpdate
 from klingwatch.errors import InvalidRequestError, NotFoundError
 
-from _mockctl import ctl, pin, requests_for, seed, settle
+from _mockctl import ctl, pin, requests_for, seed, settle, statuses_until
 from test_vectors import AK, SK
 
 
@@ -126,12 +126,7 @@ def test_wait_for_timeout_cancels_an_in_flight_request(aclient: AsyncClient, moc
 
     asyncio.run(main())
     # The emulator saw the client go away (499) well before its 3 s delay ended.
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
-        statuses = [r["status"] for r in requests_for(mock_url, tid)]
-        if 499 in statuses:
-            break
-        time.sleep(0.05)
+    statuses = statuses_until(mock_url, tid, 499)
     assert 499 in statuses, statuses
 
 

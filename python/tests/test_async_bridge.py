@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List
@@ -18,7 +16,8 @@ import pytest
 from klingwatch import AsyncClient, Task
 from klingwatch.errors import NotFoundError
 
-from _mockctl import ctl, requests_for, seed
+from _mockctl import ctl, seed, statuses_until
+from test_fork import _in_child
 from test_vectors import AK, SK
 
 
@@ -86,13 +85,8 @@ def test_cancelling_an_awaitable_stops_its_request(new_loop: Any, mock_url: str)
         assert (await c.get_image_task(seed(mock_url, "succeed"))).status.value == "succeed"
 
     run_on(new_loop, main())
-    deadline = time.monotonic() + 2.0
-    statuses: List[int] = []
-    while time.monotonic() < deadline:
-        statuses = [r["status"] for r in requests_for(mock_url, tid)]
-        if 499 in statuses:
-            break
-        time.sleep(0.05)
+    # The emulator saw the client go away (499) well before its 3 s delay ended.
+    statuses = statuses_until(mock_url, tid, 499)
     assert 499 in statuses, statuses
 
 
@@ -142,21 +136,13 @@ def test_async_calls_in_a_forked_child(mock_url: str) -> None:
     kept = asyncio.new_event_loop()
     assert kept.run_until_complete(c.get_image_task(tid)).id == tid  # a bridge in the parent
 
-    pid = os.fork()
-    if pid == 0:  # child
-        signal.alarm(20)
-        code = 1
-        try:
-            fresh = asyncio.run(c.get_image_task(tid)).id == tid
-            # The parent's loop, carried over the fork, takes the fallback in the child.
-            carried = kept.run_until_complete(c.get_image_task(tid)).id == tid
-            code = 0 if fresh and carried else 3
-        except BaseException as e:  # noqa: BLE001
-            sys.stderr.write(f"child failed: {e!r}\n")
-            code = 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    def child() -> bool:
+        fresh = asyncio.run(c.get_image_task(tid)).id == tid
+        # The parent's loop, carried over the fork, takes the fallback in the child.
+        carried = kept.run_until_complete(c.get_image_task(tid)).id == tid
+        return fresh and carried
+
+    status = _in_child(child)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     # The parent's loop still gets its wake-ups.
     assert kept.run_until_complete(c.get_image_task(tid)).id == tid
