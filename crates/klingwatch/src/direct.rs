@@ -410,9 +410,12 @@ impl Direct {
         e
     }
 
-    /// [`Direct::open`] within the connect timeout.
+    /// [`Direct::open`] within the connect timeout. Boxed: unboxed, the opening's state (the
+    /// TCP connector's, the TLS handshake's) is part of every request's exchange future, which
+    /// `send` allocates per request (4,520 bytes; 1,448 with the opening boxed), though a
+    /// request opens a connection once in thousands.
     async fn open_in_time(&self) -> Result<Conn> {
-        tokio::time::timeout(self.connect_timeout, self.open())
+        tokio::time::timeout(self.connect_timeout, Box::pin(self.open()))
             .await
             .unwrap_or_else(|_| Err(connect_timed_out()))
     }
