@@ -49,7 +49,18 @@ impl Shared {
             // Non-blocking; the socket never fills (one byte per reader run). On a closed
             // loop nobody reads it, and the outcome stays queued: `asyncio.run` cancels its
             // tasks before it closes the loop, which aborts their calls before they finish.
-            let _ = (&self.tx).write(&[1]);
+            loop {
+                match (&self.tx).write(&[1]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // Sent, or a byte is waiting already.
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    // Not sent (out of buffers): the next call to finish tries again rather
+                    // than every later one counting on a byte that never left.
+                    Err(_) => self.signalled.store(false, Ordering::Release),
+                }
+                break;
+            }
         }
     }
 }
@@ -137,7 +148,9 @@ fn bridge_of<'py>(
     if let Ok(b) = known.cast::<LoopBridge>() {
         // A loop carried over os.fork() shares its selector and the bridge's socket with the
         // parent: changing either would take the parent's wake-ups, so the child's calls on
-        // it take the fallback.
+        // it take the fallback. (Running such a loop in the child while the parent's calls
+        // finish would let the child read the parent's wake-up bytes, as it would asyncio's
+        // own; asyncio does not support a loop used across fork.)
         let b = (b.get().pid == pid).then(|| b.clone());
         return Ok((event_loop, b));
     }
