@@ -1,6 +1,8 @@
 //! Batch status queries: many ids, bounded concurrency, one result per id in input order.
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{Stream, StreamExt};
@@ -81,24 +83,31 @@ impl Client {
         } else {
             concurrency
         };
+        // The unique ids one after the other in one text (one allocation for the batch, not
+        // one per id), each with every position it holds in the input.
         let mut slot_of: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
-        let mut unique: Vec<(String, Vec<usize>)> = Vec::with_capacity(ids.len());
+        let mut text = String::with_capacity(ids.iter().map(|id| id.as_ref().len()).sum());
+        let mut unique: Vec<(Range<usize>, Vec<usize>)> = Vec::with_capacity(ids.len());
         for (pos, id) in ids.iter().enumerate() {
             let id = id.as_ref();
             match slot_of.get(id) {
                 Some(&slot) => unique[slot].1.push(pos),
                 None => {
                     slot_of.insert(id, unique.len());
-                    unique.push((id.to_owned(), vec![pos]));
+                    let start = text.len();
+                    text.push_str(id);
+                    unique.push((start..text.len(), vec![pos]));
                 }
             }
         }
+        let text: Arc<str> = text.into();
         let client = self.clone();
         futures::stream::iter(unique)
-            .map(move |(id, positions)| {
+            .map(move |(span, positions)| {
                 let client = client.clone();
+                let text = text.clone();
                 async move {
-                    let result = client.get_task(kind, &id).await;
+                    let result = client.get_task(kind, &text[span]).await;
                     BatchItem { positions, result }
                 }
             })

@@ -418,8 +418,7 @@ pub(crate) fn not_an_object(got: &str) -> Error {
 #[derive(Default)]
 struct Fields {
     task_id: Option<Scalar>,
-    /// A value: a status that is not a string is shown as its JSON text.
-    task_status: Option<Value>,
+    task_status: Option<StatusField>,
     task_status_msg: Option<Scalar>,
     task_info: Option<Info>,
     external_task_id: Option<Scalar>,
@@ -427,6 +426,62 @@ struct Fields {
     updated_at: Option<Scalar>,
     final_unit_deduction: Option<Scalar>,
     task_result: Option<Results>,
+}
+
+/// `task_status` read straight into a [`TaskStatus`]: a known status without allocating, any
+/// other string as `Unknown` of itself, and a value that is not a string as `Unknown` of its
+/// JSON text.
+struct StatusField(TaskStatus);
+
+impl<'de> Deserialize<'de> for StatusField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<StatusField, D::Error> {
+        struct StatusVisitor;
+        /// A value that is not a string, as its JSON text.
+        fn shown<E>(v: Value) -> std::result::Result<TaskStatus, E> {
+            Ok(TaskStatus::Unknown(v.to_string()))
+        }
+        impl<'de> Visitor<'de> for StatusVisitor {
+            type Value = TaskStatus;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a task status")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<TaskStatus, E> {
+                Ok(TaskStatus::parse(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<TaskStatus, E> {
+                shown(v.into())
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<TaskStatus, E> {
+                shown(v.into())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<TaskStatus, E> {
+                shown(v.into())
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> std::result::Result<TaskStatus, E> {
+                shown(v.into())
+            }
+            fn visit_unit<E: de::Error>(self) -> std::result::Result<TaskStatus, E> {
+                shown(Value::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                s: A,
+            ) -> std::result::Result<TaskStatus, A::Error> {
+                shown(Value::deserialize(de::value::SeqAccessDeserializer::new(
+                    s,
+                ))?)
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> std::result::Result<TaskStatus, A::Error> {
+                shown(Value::deserialize(de::value::MapAccessDeserializer::new(
+                    m,
+                ))?)
+            }
+        }
+        d.deserialize_any(StatusVisitor).map(StatusField)
+    }
 }
 
 /// `task_info`: only `external_task_id` is read.
@@ -438,15 +493,26 @@ struct Info {
 /// `task_result`: its `images` and `videos`.
 #[derive(Default)]
 struct Results {
-    images: Option<Items>,
-    videos: Option<Items>,
+    images: Option<Items<Image>>,
+    videos: Option<Items<Video>>,
 }
 
-/// An array of result entries; any other value reads as empty. Every element keeps its
-/// place (an image without `index` is numbered by its position), a non-object as an empty
-/// entry.
-#[derive(Default)]
-struct Items(Vec<Item>);
+/// An array of result entries, each turned into its final form ([`FromItem`]) as it is read;
+/// any other value reads as empty. Every element keeps its place (an image without `index`
+/// is numbered by its position), a non-object as an empty entry.
+struct Items<T>(Vec<T>);
+
+impl<T> Default for Items<T> {
+    fn default() -> Self {
+        Items(Vec::new())
+    }
+}
+
+/// A result entry ([`Image`], [`Video`]) made from what was read of it.
+trait FromItem: Sized {
+    /// The entry at `pos` in its array, or `None` if it has no URL.
+    fn from_item(pos: usize, item: Item) -> Option<Self>;
+}
 
 /// One image or video entry.
 #[derive(Default)]
@@ -677,30 +743,32 @@ lenient_object!(Item, "a result entry", {
     "duration" => duration,
 });
 
-impl<'de> Deserialize<'de> for Items {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Items, D::Error> {
-        struct ItemsVisitor;
-        impl<'de> Visitor<'de> for ItemsVisitor {
-            type Value = Items;
+impl<'de, T: FromItem> Deserialize<'de> for Items<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Items<T>, D::Error> {
+        struct ItemsVisitor<T>(PhantomData<T>);
+        impl<'de, T: FromItem> Visitor<'de> for ItemsVisitor<T> {
+            type Value = Items<T>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an array of result entries")
             }
             fn visit_seq<A: SeqAccess<'de>>(
                 self,
                 mut s: A,
-            ) -> std::result::Result<Items, A::Error> {
+            ) -> std::result::Result<Items<T>, A::Error> {
                 let mut items = Vec::with_capacity(s.size_hint().unwrap_or(0).min(64));
+                let mut pos = 0;
                 while let Some(item) = s.next_element::<Item>()? {
-                    items.push(item);
+                    items.extend(T::from_item(pos, item));
+                    pos += 1;
                 }
                 Ok(Items(items))
             }
-            fn visit_map<A: MapAccess<'de>>(self, m: A) -> std::result::Result<Items, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> std::result::Result<Items<T>, A::Error> {
                 IgnoredAny.visit_map(m).map(|_| Items::default())
             }
             scalars_read_as_default!();
         }
-        d.deserialize_any(ItemsVisitor)
+        d.deserialize_any(ItemsVisitor(PhantomData))
     }
 }
 
@@ -768,8 +836,7 @@ impl Task {
         let id = non_empty(f.task_id)
             .ok_or_else(|| Error::new(ErrorKind::Decode, "task object has no task_id"))?;
         let status = match f.task_status {
-            Some(Value::String(s)) => TaskStatus::parse(&s),
-            Some(other) => TaskStatus::Unknown(other.to_string()),
+            Some(StatusField(s)) => s,
             None => TaskStatus::Unknown(String::new()),
         };
         let status_msg = f.task_status_msg.and_then(Scalar::into_string);
@@ -779,8 +846,8 @@ impl Task {
         let updated_at_ms = f.updated_at.as_ref().and_then(Scalar::as_i64);
         let final_unit_deduction = f.final_unit_deduction.and_then(Scalar::into_string);
         let Results { images, videos } = f.task_result.unwrap_or_default();
-        let images = images_of(images.unwrap_or_default());
-        let videos = videos_of(videos.unwrap_or_default());
+        let images = images.unwrap_or_default().0;
+        let videos = videos.unwrap_or_default().0;
         Ok(Task {
             id,
             kind,
@@ -862,45 +929,36 @@ impl Task {
     }
 }
 
-/// The entries with a URL; `index` (or `id`) numbers an image, its position otherwise.
-fn images_of(items: Items) -> Vec<Image> {
-    items
-        .0
-        .into_iter()
-        .enumerate()
-        .filter_map(|(pos, item)| {
-            let url = non_empty(item.url)?;
-            let index = item
-                .index
-                .as_ref()
-                .and_then(Scalar::as_i64)
-                .or_else(|| item.id.as_ref().and_then(Scalar::as_i64))
-                .and_then(|i| u32::try_from(i).ok())
-                .unwrap_or(pos as u32);
-            Some(Image {
-                index,
-                url,
-                watermark_url: non_empty(item.watermark_url),
-            })
+/// An entry with a URL; `index` (or `id`) numbers an image, its position otherwise.
+impl FromItem for Image {
+    fn from_item(pos: usize, item: Item) -> Option<Image> {
+        let url = non_empty(item.url)?;
+        let index = item
+            .index
+            .as_ref()
+            .and_then(Scalar::as_i64)
+            .or_else(|| item.id.as_ref().and_then(Scalar::as_i64))
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or(pos as u32);
+        Some(Image {
+            index,
+            url,
+            watermark_url: non_empty(item.watermark_url),
         })
-        .collect()
+    }
 }
 
-/// The entries with a URL.
-fn videos_of(items: Items) -> Vec<Video> {
-    items
-        .0
-        .into_iter()
-        .filter_map(|item| {
-            let url = non_empty(item.url)?;
-            Some(Video {
-                id: item.id.and_then(Scalar::into_string).unwrap_or_default(),
-                url,
-                watermark_url: non_empty(item.watermark_url),
-                duration_s: item.duration.as_ref().and_then(Scalar::as_f64),
-            })
+/// An entry with a URL.
+impl FromItem for Video {
+    fn from_item(_pos: usize, item: Item) -> Option<Video> {
+        let url = non_empty(item.url)?;
+        Some(Video {
+            id: item.id.and_then(Scalar::into_string).unwrap_or_default(),
+            url,
+            watermark_url: non_empty(item.watermark_url),
+            duration_s: item.duration.as_ref().and_then(Scalar::as_f64),
         })
-        .collect()
+    }
 }
 
 pub(crate) fn json_type(v: &Value) -> &'static str {
@@ -1006,6 +1064,34 @@ mod to_json_tests {
         // Written verbatim into the stable object.
         let text = serde_json::to_string(&t).unwrap();
         assert!(text.ends_with(&format!(r#""raw":{body}}}"#)), "{text}");
+    }
+
+    #[test]
+    fn a_status_that_is_not_a_known_string_is_kept_as_its_json_text() {
+        for (wire, shown) in [
+            (r#""succeed""#, None),
+            (r#""queued""#, Some("queued")),
+            ("3", Some("3")),
+            ("-2", Some("-2")),
+            ("1.5", Some("1.5")),
+            ("true", Some("true")),
+            ("null", Some("null")),
+            (r#"["failed", {"a": [1]}]"#, Some(r#"["failed",{"a":[1]}]"#)),
+        ] {
+            let body = format!(r#"{{"task_id":"t","task_status":{wire}}}"#);
+            let expected = match shown {
+                None => TaskStatus::Succeed,
+                Some(s) => TaskStatus::Unknown(s.to_owned()),
+            };
+            let t = Task::from_json_slice(TaskKind::ImageGeneration, body.as_bytes()).unwrap();
+            assert_eq!(t.status, expected, "{wire}");
+            // The same from an already parsed value (callbacks, `from_value`).
+            let v: Value = serde_json::from_str(&body).unwrap();
+            let t = Task::from_value(TaskKind::ImageGeneration, v).unwrap();
+            assert_eq!(t.status, expected, "{wire} from a value");
+        }
+        let t = Task::from_json_slice(TaskKind::ImageGeneration, br#"{"task_id":"t"}"#).unwrap();
+        assert_eq!(t.status, TaskStatus::Unknown(String::new()));
     }
 
     #[test]
