@@ -83,8 +83,8 @@ impl Client {
         } else {
             concurrency
         };
-        // The unique ids one after the other in one text (one allocation for the batch, not
-        // one per id), each with every position it holds in the input.
+        // The unique ids one after the other in one shared text (allocated per batch, not per
+        // id), each with every position it holds in the input.
         let mut slot_of: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
         let mut text = String::with_capacity(ids.iter().map(|id| id.as_ref().len()).sum());
         let mut unique: Vec<(Range<usize>, Vec<usize>)> = Vec::with_capacity(ids.len());
