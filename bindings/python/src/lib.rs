@@ -315,8 +315,9 @@ fn secs(name: &str, v: f64) -> PyResult<Duration> {
 /// What builds `klingwatch.Task` objects here: the class and its enums, handed over once by
 /// `klingwatch._task` as it is imported (`_register_task_class`).
 struct TaskClass {
-    /// `object.__new__`: a `Task` without running its `__init__`.
-    new: Py<PyAny>,
+    /// The class's `tp_alloc`, which `object.__new__` calls: a `Task` without running its
+    /// `__init__`, and without a Python call (and its argument tuple) per task.
+    alloc: pyo3::ffi::allocfunc,
     cls: Py<PyAny>,
     /// [`TASK_SLOTS`] as Python strings.
     slots: Vec<Py<pyo3::types::PyString>>,
@@ -379,9 +380,15 @@ fn _register_task_class(
             )));
         }
     }
-    let object = py.import("builtins")?.getattr("object")?;
+    // SAFETY: a live type object (a class, so a heap type: its slots can be read on every
+    // Python this module supports), the GIL held.
+    let alloc = unsafe { pyo3::ffi::PyType_GetSlot(cls.as_type_ptr(), pyo3::ffi::Py_tp_alloc) };
+    if alloc.is_null() {
+        return Err(PyValueError::new_err("Task has no tp_alloc"));
+    }
     let class = TaskClass {
-        new: object.getattr("__new__")?.unbind(),
+        // SAFETY: the `Py_tp_alloc` slot holds an `allocfunc`.
+        alloc: unsafe { std::mem::transmute::<*mut std::ffi::c_void, pyo3::ffi::allocfunc>(alloc) },
         cls: cls.clone().into_any().unbind(),
         slots: TASK_SLOTS
             .iter()
@@ -453,7 +460,15 @@ fn task_py<'py>(py: Python<'py>, tc: &TaskClass, task: &Task) -> PyResult<Bound<
         PyTuple::new(py, videos)?.into_any(),
         task.raw.as_str().into_pyobject(py)?.into_any(),
     ];
-    let obj = tc.new.bind(py).call1((tc.cls.bind(py),))?;
+    // SAFETY: the class's own allocator with the class (kept alive by `tc`), the GIL held;
+    // null means an exception is set. The new reference is owned by `obj`.
+    let obj = unsafe {
+        let p = (tc.alloc)(tc.cls.as_ptr().cast(), 0);
+        if p.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Bound::from_owned_ptr(py, p)
+    };
     // Out of the cyclic GC's lists, as CPython does with a tuple of atoms: every slot holds a
     // str, int, None, enum member or tuple of those, so no cycle can run through the task.
     // Its containers are built on first read (the `raw` dict, the `images` list), and
