@@ -1136,27 +1136,41 @@ fn task_kinds() -> Vec<&'static str> {
 
 /// mimalloc for the module's own (Rust) allocations: a query's allocations in hyper, serde
 /// and the batch cost less CPU than with glibc's allocator (docs/benchmarks.md, 2026-12-06
-/// late evening: 10 % less user CPU per `Client.get_many`).
+/// late evening: 10-16 % less user CPU per `Client.get_many` query).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's options, set before the module allocates (its arenas are reserved on first
-/// use). With its defaults it commits a whole arena at once, and the watch of 10,000 tasks
-/// peaked at 57.4 MiB against 42.0 MiB with glibc's allocator; committed on demand, in
-/// arenas reserved 32 MiB at a time, it peaked at 42.8 MiB. A `MIMALLOC_*` variable in the
-/// environment (read by mimalloc when the module is loaded) still wins.
+/// use). With its defaults it commits whole arenas, and the watch of 10,000 tasks peaked at
+/// 58.7 MiB against 43.1 MiB with glibc's allocator; committed on demand, in arenas reserved
+/// 32 MiB at a time, it peaked at 44.2 MiB. A `MIMALLOC_*` variable in the environment
+/// (read by mimalloc as the module is loaded) still wins, and an option whose value is not
+/// mimalloc v3's default (another mimalloc, whose option table differs) is left alone.
 fn tune_allocator() {
-    // `mi_option_t` values of the vendored mimalloc v3 (`mimalloc.h`, `mi_option_e`).
+    // `mi_option_e` in the vendored mimalloc v3's `mimalloc.h`, with its defaults.
     const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
     const ARENA_RESERVE: libmimalloc_sys::mi_option_t = 23;
-    for (option, env, value) in [
-        (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 0),
-        (ARENA_RESERVE, "MIMALLOC_ARENA_RESERVE", 32 * 1024), // KiB
+    const DEFAULT_RESERVE_KIB: std::ffi::c_long = if cfg!(target_pointer_width = "64") {
+        1024 * 1024
+    } else {
+        128 * 1024
+    };
+    for (option, env, default, value) in [
+        (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 2, 0),
+        (
+            ARENA_RESERVE,
+            "MIMALLOC_ARENA_RESERVE",
+            DEFAULT_RESERVE_KIB,
+            32 * 1024,
+        ),
     ] {
-        if std::env::var_os(env).is_none() {
-            // SAFETY: plain stores into mimalloc's option table, done once at import (under
-            // the GIL, before the module's threads start).
-            unsafe { libmimalloc_sys::mi_option_set(option, value) };
+        // SAFETY: reads and a store in mimalloc's option table, done once at import (under
+        // the GIL, before any thread of this module starts).
+        unsafe {
+            if std::env::var_os(env).is_none() && libmimalloc_sys::mi_option_get(option) == default
+            {
+                libmimalloc_sys::mi_option_set(option, value);
+            }
         }
     }
 }
