@@ -1,7 +1,8 @@
 """Turns bench/run's raw results into the Markdown section of docs/benchmarks.md.
 
     python3 bench/report.py --results R --extra E --date D --machine M --command C \
-        --n N --docs-n N --concurrency C --wrk-duration D [--doc docs/benchmarks.md]
+        --reps R --n N --peer-n N --docs-n N --httpx-n N --concurrency C --wrk-duration D \
+        --n-watch N [--doc docs/benchmarks.md]
 
 Without --doc the section is printed. With --doc, the text between the two markers below is
 replaced (or, the first time, the "## Not measured yet" section is); the rest of the file is
@@ -87,14 +88,16 @@ def ratio(a, b):
 
 def section(a, rows, extra):
     if a.docs_n == a.httpx_n:
-        few = f"the docs sample and httpx get the first {a.httpx_n:,} ids"
+        few = f"the docs sample and httpx the first {a.httpx_n:,}"
     else:
-        few = f"the docs sample gets the first {a.docs_n:,} ids and httpx the first {a.httpx_n:,}"
+        few = f"the docs sample the first {a.docs_n:,} and httpx the first {a.httpx_n:,}"
     out = [BEGIN, "", "## Side by side with the clients users would otherwise pick (issue 8)", ""]
     out += [
         f"Run: {a.date}. Machine: {a.machine}.",
-        f"Command: `{a.command}` ({a.n:,} seeded ids, concurrency {a.concurrency}; {few}, both "
-        f"too slow for all of them; wrk runs {a.wrk_duration} a pass over the same ids in turn).",
+        f"Command: `{a.command}` ({a.n:,} seeded ids, concurrency {a.concurrency}; each klingwatch "
+        f"client queries all of them, and wrk runs {a.wrk_duration} a pass over the same ids in "
+        f"turn; the other peers get the first {a.peer_n:,}, {few}, which at their rates are runs "
+        f"of several seconds as well).",
         "",
         "Every client runs in its own process, one after the other, against the same ids on the same "
         "target; the emulator and nginx run on the same 2 cores, each server with one worker thread "
@@ -252,12 +255,12 @@ def costs(extra):
 
 def main():
     p = argparse.ArgumentParser()
-    for k in ("results", "extra", "date", "machine", "command", "reps", "n", "docs-n", "httpx-n",
-              "concurrency", "wrk-duration", "n-watch"):
+    for k in ("results", "extra", "date", "machine", "command", "reps", "n", "peer-n", "docs-n",
+              "httpx-n", "concurrency", "wrk-duration", "n-watch"):
         p.add_argument("--" + k, required=True)
     p.add_argument("--doc")
     a = p.parse_args()
-    a.n, a.docs_n, a.httpx_n = int(a.n), int(a.docs_n), int(a.httpx_n)
+    a.n, a.peer_n, a.docs_n, a.httpx_n = int(a.n), int(a.peer_n), int(a.docs_n), int(a.httpx_n)
     a.concurrency, a.reps = int(a.concurrency), int(a.reps)
     N_WATCH[0] = int(a.n_watch)
     rows = load(a.results)
